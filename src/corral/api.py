@@ -1,0 +1,292 @@
+"""The programmatic face of corral: build app specs, resolve targets, talk to the daemon.
+
+    from corral import API
+    api = API()                      # CORRAL_HOME from the environment
+    api.start(api.spec("app.py", instances=2))
+    api.list()
+
+Nothing here prints; errors are CorralError with a message for the user.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from corral.errors import CorralError
+from corral.paths import Home, home_from_env
+from corral.spec import DEFAULT_INSTANCE_VAR, AppSpec
+
+# interpreter by extension (PM2's table, with Python run by corral's own Python)
+EXT_INTERPRETERS = {
+    ".py": "python",
+    ".sh": "bash",
+    ".bash": "bash",
+    ".js": "node",
+    ".cjs": "node",
+    ".mjs": "node",
+    ".rb": "ruby",
+    ".php": "php",
+    ".pl": "perl",
+    ".ts": "bun",
+}
+
+SIGNAL_NAMES = {
+    "SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL", "SIGWINCH",
+}
+
+
+def parse_instances(value: str | int) -> int:
+    """PM2's -i: N, `max` or 0 (every CPU), -N (CPUs minus N, at least 1)."""
+    text = str(value).strip()
+    if text.lower() == "max":
+        number = 0
+    else:
+        try:
+            number = int(text)
+        except ValueError:
+            raise CorralError(
+                f"-i/instances takes a number, `max` or a negative number (got {text!r})"
+            ) from None
+    cpus = os.cpu_count() or 1
+    if number == 0:
+        return cpus
+    if number < 0:
+        return max(cpus + number, 1)
+    return number
+
+
+def _which(program: str) -> str | None:
+    if os.sep in program:
+        path = os.path.abspath(os.path.expanduser(program))
+        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+    return shutil.which(program)
+
+
+def resolve_interpreter(text: str) -> tuple[str | None, list[str]]:
+    """--interpreter value -> (absolute program, extra args); `none` runs the script itself."""
+    words = shlex.split(text)
+    if not words or words[0] == "none":
+        return None, []
+    if words[0] in ("python", "python3") and not shutil.which(words[0]):
+        words[0] = sys.executable
+    program = _which(words[0])
+    if program is None:
+        raise CorralError(
+            f"interpreter {words[0]!r} not found (not in PATH nor an executable file); "
+            "install it or pass --interpreter with a full path"
+        )
+    return program, words[1:]
+
+
+class API:
+    def __init__(self, home: Home | None = None) -> None:
+        self.home = home or home_from_env()
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from corral.client import Client
+
+            self._client = Client(self.home)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # ---- building specs ----------------------------------------------------
+
+    def spec(
+        self,
+        script: str,
+        *,
+        name: str | None = None,
+        instances: str | int = 1,
+        interpreter: str | None = None,
+        interpreter_args: Sequence[str] | str = (),
+        args: Sequence[str] = (),
+        cwd: str | None = None,
+        namespace: str = "default",
+        module: bool = False,
+        env: dict[str, str] | None = None,
+        autorestart: bool = True,
+        max_restarts: int | None = None,
+        min_uptime_ms: int | None = None,
+        restart_delay_ms: int = 0,
+        exp_backoff_restart_delay_ms: int = 0,
+        stop_exit_codes: Iterable[int] = (),
+        kill_timeout_ms: int | None = None,
+        kill_signal: str = "SIGINT",
+        instance_var: str = DEFAULT_INSTANCE_VAR,
+        increment_var: str | None = None,
+        out_file: str | None = None,
+        error_file: str | None = None,
+        force: bool = False,
+    ) -> AppSpec:
+        """Resolve what to run (interpreter by extension, binary, shell command, module)."""
+        workdir = os.path.abspath(os.path.expanduser(cwd)) if cwd else os.getcwd()
+        if not os.path.isdir(workdir):
+            raise CorralError(f"--cwd {workdir}: no such folder")
+        if isinstance(interpreter_args, str):
+            interpreter_args = shlex.split(interpreter_args)
+        extra_interp_args = list(interpreter_args)
+        interp: str | None = None
+        if interpreter:
+            interp, words = resolve_interpreter(interpreter)
+            extra_interp_args = words + extra_interp_args
+        kind = "script"
+        exec_path = ""
+        candidate = os.path.join(workdir, os.path.expanduser(script))
+        if module:
+            kind = "module"
+            interp = interp or sys.executable
+            default_name = script
+        elif os.path.isfile(candidate):
+            exec_path = os.path.abspath(candidate)
+            ext = os.path.splitext(exec_path)[1].lower()
+            default_name = os.path.splitext(os.path.basename(exec_path))[0]
+            if interpreter is None:
+                wanted = EXT_INTERPRETERS.get(ext)
+                if wanted == "python":
+                    interp = sys.executable
+                elif wanted:
+                    interp = shutil.which(wanted)
+                    if interp is None:
+                        raise CorralError(
+                            f"{exec_path}: {ext} files run with {wanted}, which is not in PATH; "
+                            "install it or pass --interpreter"
+                        )
+                elif os.access(exec_path, os.X_OK):
+                    kind = "binary"
+                else:
+                    raise CorralError(
+                        f"{exec_path} has no known extension and is not executable; "
+                        "`chmod +x` it or pass --interpreter"
+                    )
+            elif interp is None:
+                kind = "binary"
+        elif os.path.isdir(candidate):
+            raise CorralError(f"{candidate} is a folder; give the script to run")
+        elif " " in script.strip():
+            kind = "shell"
+            default_name = script.strip()
+        elif (found := _which(script)) is not None and os.sep not in script:
+            kind = "binary"
+            exec_path = found
+            default_name = os.path.basename(found)
+        else:
+            raise CorralError(
+                f"script not found: {candidate} (nor a command {script!r} in PATH); "
+                "check the path, or --cwd"
+            )
+        if kill_signal.upper() not in SIGNAL_NAMES:
+            raise CorralError(f"kill_signal {kill_signal!r} is not one of "
+                              f"{', '.join(sorted(SIGNAL_NAMES))}")
+        is_python = kind == "module" or (
+            interp is not None and "python" in os.path.basename(interp)
+        ) or (interp is None and exec_path.endswith(".py"))
+        spec = AppSpec(
+            name=name or default_name,
+            script=script,
+            kind=kind,
+            exec_path=exec_path,
+            interpreter=interp if kind != "binary" else None,
+            interpreter_args=extra_interp_args,
+            args=list(args),
+            cwd=workdir,
+            namespace=namespace,
+            env=dict(os.environ if env is None else env),
+            instances=parse_instances(instances),
+            instance_var=instance_var,
+            increment_var=increment_var,
+            autorestart=autorestart,
+            restart_delay_ms=restart_delay_ms,
+            exp_backoff_restart_delay_ms=exp_backoff_restart_delay_ms,
+            stop_exit_codes=list(stop_exit_codes),
+            kill_signal=kill_signal.upper(),
+            out_file=_abs_or_none(out_file, workdir),
+            error_file=_abs_or_none(error_file, workdir),
+            force=force,
+            is_python=is_python,
+        )
+        if max_restarts is not None:
+            spec.max_restarts = max_restarts
+        if min_uptime_ms is not None:
+            spec.min_uptime_ms = min_uptime_ms
+        if kill_timeout_ms is not None:
+            spec.kill_timeout_ms = kill_timeout_ms
+        return spec
+
+    # ---- talking to the daemon ---------------------------------------------
+
+    @staticmethod
+    def targets(names: Iterable[str | int]) -> list[dict[str, Any]]:
+        out = []
+        for name in names:
+            text = str(name)
+            path = os.path.abspath(text) if os.path.isfile(text) else None
+            out.append({"name": text, "path": path})
+        return out
+
+    def start(self, *specs: AppSpec) -> dict[str, Any]:
+        result: dict[str, Any] = self.client.call("start", apps=[s.to_dict() for s in specs])
+        return result
+
+    def list(self, env: bool = False) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.client.call("list", env=env)
+        return result
+
+    def act(self, action: str, names: Iterable[str | int]) -> dict[str, Any]:
+        """stop / restart / delete / reset / start (of registered apps) on targets."""
+        result: dict[str, Any] = self.client.call(action, targets=self.targets(names))
+        return result
+
+    def stop(self, *names: str | int) -> dict[str, Any]:
+        return self.act("stop", names)
+
+    def restart(self, *names: str | int) -> dict[str, Any]:
+        return self.act("restart", names)
+
+    def delete(self, *names: str | int) -> dict[str, Any]:
+        return self.act("delete", names)
+
+    def reset(self, *names: str | int) -> dict[str, Any]:
+        return self.act("reset", names)
+
+    def send_signal(self, signal_name: str, *names: str | int) -> dict[str, Any]:
+        result: dict[str, Any] = self.client.call(
+            "signal", signal_name=signal_name, targets=self.targets(names))
+        return result
+
+    def ping(self) -> str:
+        result: str = self.client.call("ping")
+        return result
+
+    def kill(self) -> dict[str, Any]:
+        """Stop every app, then the daemon (returns once the daemon is gone)."""
+        from corral.client import Client
+
+        try:
+            client = Client(self.home, start=False)
+        except OSError:
+            return {"stopped": 0, "running": False}
+        result: dict[str, Any] = client.call("kill")
+        client.close()
+        client.wait_daemon_exit()
+        self._client = None
+        return result
+
+
+def _abs_or_none(path: str | None, cwd: str) -> str | None:
+    if not path:
+        return None
+    if path in ("NULL", "/dev/null"):
+        return "/dev/null"
+    return os.path.join(cwd, os.path.expanduser(path))

@@ -1,0 +1,281 @@
+"""The `corral` command: parse argv, call the API, print tables / JSON / errors.
+
+Imports are kept to the standard library's cheap modules; the API (and with it
+the client) is imported when a command needs the daemon.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from corral import __version__
+from corral.errors import CorralError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
+LIST_COMMANDS = ("list", "ls", "l", "ps", "status")
+
+EPILOG = """\
+targets: an id, an app name, a namespace, a script path or `all`; several may be given.
+environment: CORRAL_HOME (default ~/.corral) holds the daemon's socket, logs and state.
+docs: README.md and docs/ in the corral repository.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="corral",
+        description="corral: a process manager for Python, in the spirit of PM2.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--version", action="version", version=f"corral {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+
+    start = sub.add_parser(
+        "start",
+        help="start a script, module, binary or shell command",
+        description="Start an app: a Python script (run with corral's Python unless "
+        "--interpreter), a .sh/.js/.rb/... script (interpreter by extension), a binary, "
+        "a module (-m) or a shell command in quotes. Arguments after `--` go to the app.",
+    )
+    start.add_argument("script", help="script path, binary, module (-m) or \"shell command\"")
+    start.add_argument("-n", "--name", help="app name (default: script name without extension)")
+    start.add_argument("-i", "--instances", default="1",
+                       help="number of instances: N, max (or 0) = one per CPU, -N = CPUs minus N")
+    start.add_argument("-m", "--module", action="store_true",
+                       help="run SCRIPT as a Python module (python -m SCRIPT)")
+    start.add_argument("--interpreter", help="program that runs the script "
+                       "(e.g. /venv/bin/python, \"uv run\", none for a binary)")
+    start.add_argument("--interpreter-args", "--node-args", dest="interpreter_args", default="",
+                       help="arguments for the interpreter, as one string")
+    start.add_argument("--cwd", help="working directory (default: the current one)")
+    start.add_argument("--namespace", default="default", help="namespace (default: default)")
+    start.add_argument("--no-autorestart", action="store_true",
+                       help="do not restart the app when it exits")
+    start.add_argument("--max-restarts", type=int, metavar="N",
+                       help="unstable restarts allowed before `errored` (default 16)")
+    start.add_argument("--min-uptime", type=int, metavar="MS",
+                       help="a run shorter than this is unstable (default 1000 ms)")
+    start.add_argument("--restart-delay", type=int, default=0, metavar="MS",
+                       help="wait this long before an automatic restart")
+    start.add_argument("--exp-backoff-restart-delay", type=int, default=0, metavar="MS",
+                       help="exponential backoff: first delay, ×1.5 each time, at most 15 s")
+    start.add_argument("--stop-exit-codes", type=int, nargs="+", default=[], metavar="CODE",
+                       help="exit codes after which the app is not restarted")
+    start.add_argument("-k", "--kill-timeout", type=int, metavar="MS",
+                       help="SIGINT -> SIGKILL delay on stop (default 1600 ms)")
+    start.add_argument("--kill-signal", default="SIGINT",
+                       help="signal sent to stop the app (default SIGINT)")
+    start.add_argument("--instance-var", default="CORRAL_INSTANCE",
+                       help="env var holding the instance index (default CORRAL_INSTANCE)")
+    start.add_argument("-o", "--output", help="stdout log file (NULL disables)")
+    start.add_argument("-e", "--error", help="stderr log file (NULL disables)")
+    start.add_argument("-f", "--force", action="store_true",
+                       help="start the script even if it already runs")
+
+    def targets_cmd(name: str, help_text: str, aliases: tuple[str, ...] = ()) -> Any:
+        p = sub.add_parser(name, help=help_text, aliases=list(aliases), description=help_text)
+        p.add_argument("targets", nargs="+", metavar="target",
+                       help="id, name, namespace, script path or all")
+        return p
+
+    targets_cmd("stop", "stop apps (SIGINT, SIGKILL after kill_timeout); they stay listed")
+    targets_cmd("restart", "stop then start apps (restart count +1)")
+    targets_cmd("reload", "reload apps (in fork mode this is a restart)")
+    targets_cmd("delete", "stop apps and remove them from the list", ("del",))
+    targets_cmd("reset", "set restart counters to 0")
+    describe = targets_cmd("describe", "show everything about apps", ("show", "info", "desc"))
+    describe.add_argument("--env", "--show-env", dest="show_env", action="store_true",
+                          help="also print the environment values (hidden by default)")
+
+    sub.add_parser("list", aliases=["ls", "l", "ps", "status"], help="list the apps",
+                   description="The process table. Colours follow NO_COLOR and the terminal.")
+    jlist = sub.add_parser("jlist", help="the process list as JSON, in PM2's shape",
+                           description="Print the process list as PM2's `jlist` JSON array.")
+    jlist.add_argument("--env", dest="show_env", action="store_true",
+                       help="include each app's environment (left out by default)")
+    pid = sub.add_parser("pid", help="print the pids of an app (of all apps without a name)")
+    pid.add_argument("name", nargs="?")
+    idp = sub.add_parser("id", help="print the ids of an app")
+    idp.add_argument("name")
+    sig = sub.add_parser("sendSignal", aliases=["send-signal"],
+                         help="send a signal to apps' main processes")
+    sig.add_argument("signal", help="signal name or number (SIGUSR1, 10, ...)")
+    sig.add_argument("targets", nargs="+", metavar="target")
+    sub.add_parser("ping", help="check the daemon, starting it if needed")
+    sub.add_parser("kill", help="stop every app, then the daemon")
+    return parser
+
+
+def split_app_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Everything after the first `--` belongs to the app, never to corral."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if len(argv) == 1 and (argv[0] in LIST_COMMANDS or argv[0] == "jlist"):
+            return fast_list(argv[0])
+    except CorralError as exc:
+        print(f"corral: error: {exc.message}", file=sys.stderr)
+        return exc.code
+    argv, app_args = split_app_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 1
+    try:
+        return run(args, app_args)
+    except CorralError as exc:
+        print(f"corral: error: {exc.message}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+def fast_list(command: str) -> int:
+    """`corral list` / `jlist` without argparse or the API: the most frequent call."""
+    from corral.client import Client
+    from corral.paths import home_from_env
+
+    rows = Client(home_from_env()).call("list")
+    if command == "jlist":
+        print_jlist(rows)
+    else:
+        print_table(rows)
+    return 0
+
+
+def print_jlist(rows: list[dict[str, Any]]) -> None:
+    from corral import render
+    from corral.protocol import dumps
+
+    print(dumps([render.to_pm2(r, __version__) for r in rows]))
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    from corral import render
+
+    if not rows:
+        print("no apps: start one with `corral start app.py`")
+        return
+    colour = render.use_colour()
+    print(render.format_table(rows, colour=colour, boxed=sys.stdout.isatty()))
+
+
+def run(args: argparse.Namespace, app_args: list[str]) -> int:
+    from corral.api import API
+
+    api = API()
+    command = args.command
+    if command in ("list", "ls", "l", "ps", "status"):
+        print_table(api.list())
+    elif command == "jlist":
+        print_jlist(api.list(env=args.show_env))
+    elif command == "start":
+        return cmd_start(api, args, app_args)
+    elif command in ("stop", "restart", "delete", "del", "reset", "reload"):
+        action = {"del": "delete", "reload": "restart"}.get(command, command)
+        result = api.act(action, args.targets)
+        if command == "reload":
+            print("corral: fork mode has no zero-downtime reload; the apps were restarted",
+                  file=sys.stderr)
+        print_table(result["list"])
+    elif command in ("describe", "show", "info", "desc"):
+        from corral import render
+
+        rows = api.list(env=args.show_env)
+        ids = {t["pm_id"] for t in _match(rows, args.targets)}
+        for row in rows:
+            if row["pm_id"] in ids:
+                print(render.describe(row, args.show_env))
+    elif command == "pid":
+        for row in api.list():
+            if args.name is None or row["spec"]["name"] == args.name:
+                if row["pid"]:
+                    print(row["pid"])
+    elif command == "id":
+        found = [row["pm_id"] for row in api.list() if row["spec"]["name"] == args.name]
+        print("[ " + ", ".join(str(i) for i in found) + " ]" if found else "[]")
+    elif command in ("sendSignal", "send-signal"):
+        result = api.send_signal(args.signal, *args.targets)
+        print(f"sent {result['signal']} to ids {result['ids']}")
+    elif command == "ping":
+        print(f'{{"msg":"{api.ping()}","daemon_pid":{api.client.daemon_pid}}}')
+    elif command == "kill":
+        result = api.kill()
+        print(f"corral: stopped {result['stopped']} process(es) and the daemon")
+    return 0
+
+
+def _match(rows: list[dict[str, Any]], targets: list[str]) -> list[dict[str, Any]]:
+    """Client-side target matching for read-only commands (same rules as the daemon)."""
+    import os
+
+    from corral.errors import CorralError
+
+    chosen: dict[int, dict[str, Any]] = {}
+    for target in targets:
+        path = os.path.abspath(target) if os.path.isfile(target) else None
+        found = (rows if target == "all" else
+                 [r for r in rows if r["spec"]["name"] == target]
+                 or [r for r in rows if target.isdigit() and r["pm_id"] == int(target)]
+                 or [r for r in rows if r["spec"]["namespace"] == target]
+                 or [r for r in rows if path and r["spec"]["exec_path"] == path])
+        if not found and target != "all":
+            raise CorralError(f"unknown target {target!r}: no app, id, namespace or script of "
+                              "that name; `corral list` shows what exists")
+        for r in found:
+            chosen[r["pm_id"]] = r
+    return list(chosen.values())
+
+
+def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    try:
+        spec = api.spec(
+            args.script,
+            name=args.name,
+            instances=args.instances,
+            interpreter=args.interpreter,
+            interpreter_args=args.interpreter_args,
+            args=app_args,
+            cwd=args.cwd,
+            namespace=args.namespace,
+            module=args.module,
+            autorestart=not args.no_autorestart,
+            max_restarts=args.max_restarts,
+            min_uptime_ms=args.min_uptime,
+            restart_delay_ms=args.restart_delay,
+            exp_backoff_restart_delay_ms=args.exp_backoff_restart_delay,
+            stop_exit_codes=args.stop_exit_codes,
+            kill_timeout_ms=args.kill_timeout,
+            kill_signal=args.kill_signal,
+            instance_var=args.instance_var,
+            out_file=args.output,
+            error_file=args.error,
+            force=args.force,
+        )
+    except CorralError as exc:
+        # PM2's "smart start": `start web` on a registered app restarts it.
+        if "script not found" not in exc.message:
+            raise
+        try:
+            result = api.act("restart", [args.script])
+        except CorralError:
+            raise exc from None
+        print_table(result["list"])
+        return 0
+    result = api.start(spec)
+    print_table(result["list"])
+    return 0

@@ -1,0 +1,145 @@
+"""Finds or starts the daemon of a CORRAL_HOME and sends it requests.
+
+Blocking sockets only, and the C socket module rather than `socket` (which
+imports enum): the CLI must stay quick to import and to run.
+"""
+
+from __future__ import annotations
+
+import _socket
+import itertools
+import os
+import sys
+import time
+
+from corral import __version__
+from corral.errors import CorralError
+from corral.paths import Home
+from corral.protocol import ProtocolError, encode, read_frame
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+DAEMON_START_TIMEOUT_S = 15.0
+
+
+class Client:
+    def __init__(self, home: Home, *, start: bool = True) -> None:
+        self.home = home
+        self._ids = itertools.count(1)
+        self.daemon_version: str | None = None
+        self.daemon_pid: int | None = None
+        self.sock = self._connect() if not start else self._connect_or_start()
+        hello = self.call("hello", version=__version__)
+        self.daemon_version = hello["version"]
+        self.daemon_pid = hello["pid"]
+        if self.daemon_version != __version__:
+            print(
+                f"corral: the daemon runs corral {self.daemon_version} and this command is "
+                f"{__version__}; `corral kill` then any command starts a daemon of this version "
+                "(it stops your apps)",
+                file=sys.stderr,
+            )
+
+    def _connect(self) -> _socket.socket:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            sock.connect(self.home.socket)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _connect_or_start(self) -> _socket.socket:
+        try:
+            return self._connect()
+        except PermissionError:
+            raise CorralError(
+                f"permission denied on {self.home.socket}: that daemon belongs to another "
+                "user; set CORRAL_HOME to a folder of your own"
+            ) from None
+        except OSError:
+            pass
+        self.home.ensure()
+        import fcntl
+
+        lock_fd = os.open(self.home.spawn_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            try:
+                return self._connect()
+            except OSError:
+                pass
+            self._spawn_daemon()
+            deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
+            while True:
+                try:
+                    return self._connect()
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise CorralError(
+                            f"the daemon did not start; see {self.home.daemon_log}") from None
+                    time.sleep(0.01)
+        finally:
+            os.close(lock_fd)
+
+    def _spawn_daemon(self) -> None:
+        import subprocess
+
+        read_fd, write_fd = os.pipe()
+        log_fd = os.open(self.home.daemon_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            subprocess.Popen(
+                [sys.executable, "-m", "corral.daemon", "--ready-fd", str(write_fd)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+                cwd="/",
+            )
+        finally:
+            os.close(write_fd)
+            os.close(log_fd)
+        chunks = []
+        with os.fdopen(read_fd, "rb") as ready:
+            while chunk := ready.read(4096):
+                chunks.append(chunk)
+        answer = b"".join(chunks).decode(errors="replace")
+        if answer != "ok":
+            raise CorralError(answer or f"the daemon did not start; see {self.home.daemon_log}")
+
+    def call(self, method: str, **params: object) -> Any:
+        request_id = next(self._ids)
+        try:
+            self.sock.sendall(encode({"id": request_id, "method": method, "params": params}))
+            response: Any = read_frame(self.sock)
+        except (OSError, ProtocolError) as exc:
+            raise CorralError(f"lost the connection to the daemon ({exc}); see "
+                              f"{self.home.daemon_log}") from None
+        if "error" in response:
+            error = response["error"]
+            raise CorralError(error["message"], code=error.get("code", 1))
+        return response["result"]
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def wait_daemon_exit(self, timeout_s: float = 10.0) -> bool:
+        """After `kill`: wait until the daemon has released its lock (it is gone)."""
+        import fcntl
+
+        fd = os.open(self.home.daemon_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return True
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        return False
+                    time.sleep(0.01)
+        finally:
+            os.close(fd)

@@ -1,0 +1,392 @@
+"""The daemon: one asyncio process per CORRAL_HOME.
+
+It owns the control socket (0600, peer uid checked with SO_PEERCRED), the
+process table (through the Supervisor) and its persisted copy, written
+atomically after every change. Started by the client with
+`python -m corral.daemon --ready-fd N`; it writes "ok" (or an error) to that
+fd once it listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from typing import Any
+
+from corral import __version__
+from corral.errors import CorralError
+from corral.metrics import TreeMetrics
+from corral.paths import Home, home_from_env
+from corral.protocol import HEADER, MAX_FRAME, encode
+from corral.spec import AppSpec, InstanceRecord
+from corral.supervisor import ONLINE, RUNNING, WAITING, Instance, Supervisor
+
+log = logging.getLogger("corral.daemon")
+
+STATE_VERSION = 1
+
+
+def peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid
+
+
+class Daemon:
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.metrics = TreeMetrics()
+        self.save_scheduled = False
+        self.shutdown = asyncio.Event()
+        self.server: asyncio.AbstractServer | None = None
+        self.started_at = time.time()
+
+    # ---- persistence -------------------------------------------------------
+
+    def schedule_save(self) -> None:
+        """Persist the table once the current loop iteration is done (coalesces bursts)."""
+        if not self.save_scheduled:
+            self.save_scheduled = True
+            asyncio.get_running_loop().call_soon(self.save)
+
+    def save(self, records: list[dict[str, Any]] | None = None) -> None:
+        self.save_scheduled = False
+        if records is None:
+            records = [i.record.to_dict() for i in self.supervisor.instances.values()]
+        state = {
+            "version": STATE_VERSION,
+            "corral": __version__,
+            "next_id": self.supervisor.next_id,
+            "instances": records,
+        }
+        tmp = f"{self.home.state_file}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(state, f, separators=(",", ":"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.home.state_file)
+        except OSError as exc:
+            log.error("cannot persist the process list to %s: %s", self.home.state_file, exc)
+
+    def load(self) -> tuple[list[InstanceRecord], int]:
+        try:
+            with open(self.home.state_file) as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            return [], 0
+        except (OSError, ValueError) as exc:
+            broken = f"{self.home.state_file}.broken-{int(time.time())}"
+            log.error("unreadable process list %s (%s); kept as %s", self.home.state_file,
+                      exc, broken)
+            os.replace(self.home.state_file, broken)
+            return [], 0
+        records = []
+        for data in state.get("instances", []):
+            try:
+                records.append(InstanceRecord.from_dict(data))
+            except (TypeError, KeyError) as exc:
+                log.error("skipping an unreadable entry of the process list: %s", exc)
+        return records, int(state.get("next_id", 0))
+
+    # ---- life --------------------------------------------------------------
+
+    async def run(self, ready_fd: int | None) -> None:
+        loop = asyncio.get_running_loop()
+        self.supervisor = Supervisor(self.home, self.schedule_save)
+        records, next_id = self.load()
+        for inst in self.supervisor.restore(records, next_id):
+            self.supervisor.launch(inst)
+        try:
+            os.unlink(self.home.socket)
+        except FileNotFoundError:
+            pass
+        old_umask = os.umask(0o177)
+        try:
+            self.server = await asyncio.start_unix_server(self.handle, path=self.home.socket)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.home.socket, 0o600)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._signalled, sig)
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        log.info("daemon %s ready (pid %d, home %s, %d apps)", __version__, os.getpid(),
+                 self.home.root, len(self.supervisor.instances))
+        if ready_fd is not None:
+            os.write(ready_fd, b"ok")
+            os.close(ready_fd)
+        await self.shutdown.wait()
+        self.server.close()
+        try:
+            os.unlink(self.home.socket)
+        except FileNotFoundError:
+            pass
+        log.info("daemon exits")
+
+    def _signalled(self, sig: int) -> None:
+        """Signal handlers only enqueue; on_signal does the work."""
+        asyncio.ensure_future(self.on_signal(sig))
+
+    async def on_signal(self, sig: int) -> None:
+        """SIGTERM/SIGINT: stop the apps, but remember them so the next daemon starts them."""
+        log.info("received %s: stopping every app", signal.Signals(sig).name)
+        snapshot = []
+        for inst in self.supervisor.instances.values():
+            data = inst.record.to_dict()
+            if data["status"] in RUNNING or data["status"] == WAITING:
+                data["status"] = ONLINE
+            data["pid"] = 0
+            snapshot.append(data)
+        await asyncio.gather(*(self.supervisor.stop_locked(i)
+                               for i in list(self.supervisor.instances.values())))
+        self.save(snapshot)
+        self.shutdown.set()
+
+    # ---- the control socket ------------------------------------------------
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        uid = peer_uid(sock)
+        if uid != os.getuid():
+            log.warning("refused a connection from uid %d (the daemon belongs to uid %d)",
+                        uid, os.getuid())
+            writer.write(encode({"id": 0, "error": {
+                "message": f"refused: this corral daemon belongs to uid {os.getuid()}, "
+                           f"you are uid {uid}; use your own CORRAL_HOME", "code": 1}}))
+            await writer.drain()
+            writer.close()
+            return
+        try:
+            while True:
+                try:
+                    header = await reader.readexactly(HEADER.size)
+                except asyncio.IncompleteReadError:
+                    return
+                (size,) = HEADER.unpack(header)
+                if size > MAX_FRAME:
+                    return
+                request = json.loads(await reader.readexactly(size))
+                response = await self.dispatch(request)
+                writer.write(encode(response))
+                await writer.drain()
+                if request.get("method") == "kill":
+                    self.shutdown.set()
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+    async def dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
+        rid = request.get("id", 0)
+        method = getattr(self, f"rpc_{request.get('method')}", None)
+        if method is None:
+            return {"id": rid, "error": {"message": f"unknown method {request.get('method')!r}",
+                                         "code": 1}}
+        try:
+            result = await method(**request.get("params", {}))
+        except CorralError as exc:
+            return {"id": rid, "error": {"message": exc.message, "code": exc.code}}
+        except Exception as exc:  # noqa: BLE001 - the daemon must survive any request
+            log.error("request %s failed:\n%s", request.get("method"), traceback.format_exc())
+            return {"id": rid, "error": {"message": f"internal error: {exc!r} (see "
+                                         f"{self.home.daemon_log})", "code": 2}}
+        return {"id": rid, "result": result}
+
+    # ---- views -------------------------------------------------------------
+
+    def view(self, with_env: bool = False) -> list[dict[str, Any]]:
+        instances = sorted(self.supervisor.instances.values(), key=lambda i: i.record.pm_id)
+        roots = {i.record.pid: i.record.pid_create_time for i in instances if i.record.pid}
+        sampled = self.metrics.collect(roots)
+        rows = []
+        for inst in instances:
+            data = inst.record.to_dict()
+            if not with_env:
+                data["spec"]["env"] = {}
+            cpu, memory = sampled.get(inst.record.pid, (0.0, 0))
+            data["monit"] = {"cpu": cpu, "memory": memory}
+            data["log_write_error"] = (inst.out and inst.out.write_error) or (
+                inst.err and inst.err.write_error) or None
+            rows.append(data)
+        return rows
+
+    def resolve(self, targets: list[dict[str, Any]]) -> list[Instance]:
+        """Targets (name, id, namespace, script path, `all`) -> instances; unknown is an error."""
+        table = self.supervisor.instances
+        chosen: dict[int, Instance] = {}
+        unknown = []
+        for target in targets:
+            name = str(target.get("name", ""))
+            path = target.get("path")
+            if name == "all":
+                matched = list(table.values())
+            else:
+                matched = [i for i in table.values() if i.record.spec.name == name]
+                if not matched and name.isdigit() and int(name) in table:
+                    matched = [table[int(name)]]
+                if not matched:
+                    matched = [i for i in table.values() if i.record.spec.namespace == name]
+                if not matched and path:
+                    matched = [i for i in table.values() if i.record.spec.exec_path == path]
+            if not matched and name != "all":
+                unknown.append(name)
+            for inst in matched:
+                chosen[inst.record.pm_id] = inst
+        if unknown:
+            listed = ", ".join(repr(u) for u in unknown)
+            raise CorralError(
+                f"unknown target {listed}: no app, id, namespace or script of that name; "
+                "`corral list` shows what exists"
+            )
+        return [chosen[k] for k in sorted(chosen)]
+
+    # ---- RPC methods -------------------------------------------------------
+
+    async def rpc_hello(self, version: str) -> dict[str, Any]:
+        return {"version": __version__, "pid": os.getpid()}
+
+    async def rpc_ping(self) -> str:
+        return "pong"
+
+    async def rpc_list(self, env: bool = False) -> list[dict[str, Any]]:
+        return self.view(with_env=env)
+
+    async def rpc_start(self, apps: list[dict[str, Any]]) -> dict[str, Any]:
+        specs = [AppSpec.from_dict(a) for a in apps]
+        for spec in specs:
+            if spec.force:
+                continue
+            running = [i for i in self.supervisor.instances.values()
+                       if i.record.spec.kind == spec.kind
+                       and i.record.spec.exec_path == spec.exec_path
+                       and (spec.exec_path or i.record.spec.script == spec.script)
+                       and i.record.spec.args == spec.args]
+            if running:
+                rec = running[0].record
+                raise CorralError(
+                    f"{spec.script} is already managed as {rec.spec.name!r} (id {rec.pm_id}); "
+                    f"use `corral restart {rec.spec.name}`, or -f to start it again"
+                )
+        started = []
+        for spec in specs:
+            for _ in range(spec.instances):
+                try:
+                    inst = self.supervisor.add(spec, self.supervisor.lowest_free_index(spec.name))
+                except OSError as exc:
+                    raise CorralError(
+                        f"cannot open the log files of {spec.name}: {exc.filename}: "
+                        f"{exc.strerror}; fix the folder's permissions or set "
+                        "out_file/error_file") from None
+                self.supervisor.launch(inst)
+                started.append(inst.record.pm_id)
+        return {"started": started, "list": self.view()}
+
+    async def _each(self, targets: list[dict[str, Any]], action: str) -> dict[str, Any]:
+        instances = self.resolve(targets)
+        operation = {
+            "stop": self.supervisor.stop_locked,
+            "restart": self.supervisor.restart,
+            "delete": self.supervisor.delete,
+            "start": self.supervisor.start_stopped,
+        }[action]
+        await asyncio.gather(*(operation(inst) for inst in instances))
+        return {"ids": [i.record.pm_id for i in instances], "list": self.view()}
+
+    async def rpc_stop(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self._each(targets, "stop")
+
+    async def rpc_restart(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self._each(targets, "restart")
+
+    async def rpc_delete(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self._each(targets, "delete")
+
+    async def rpc_reset(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
+        instances = self.resolve(targets)
+        for inst in instances:
+            inst.record.restart_time = 0
+            inst.record.unstable_restarts = 0
+            inst.record.created_at = int(time.time() * 1000)
+        self.schedule_save()
+        return {"ids": [i.record.pm_id for i in instances], "list": self.view()}
+
+    async def rpc_signal(self, signal_name: str, targets: list[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            sig = signal.Signals[signal_name] if not signal_name.isdigit() else signal.Signals(
+                int(signal_name))
+        except (KeyError, ValueError):
+            raise CorralError(f"unknown signal {signal_name!r}; use a name such as SIGUSR1 "
+                              "or a number") from None
+        instances = self.resolve(targets)
+        sent = []
+        for inst in instances:
+            if inst.record.pid:
+                try:
+                    os.kill(inst.record.pid, sig)
+                    sent.append(inst.record.pm_id)
+                except ProcessLookupError:
+                    pass
+        return {"ids": sent, "signal": sig.name}
+
+    async def rpc_kill(self) -> dict[str, Any]:
+        instances = list(self.supervisor.instances.values())
+        await asyncio.gather(*(self.supervisor.delete(i) for i in instances))
+        self.save()
+        return {"stopped": len(instances)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="corral-daemon")
+    parser.add_argument("--ready-fd", type=int)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    home = home_from_env()
+    import fcntl
+
+    def fail(message: str) -> int:
+        if args.ready_fd is not None:
+            os.write(args.ready_fd, message.encode())
+        log.error(message)
+        return 1
+
+    try:
+        home.ensure()
+    except CorralError as exc:
+        return fail(exc.message)
+    lock_fd = os.open(home.daemon_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        # Another daemon owns this home: the client will talk to that one.
+        if args.ready_fd is not None:
+            os.write(args.ready_fd, b"ok")
+        return 0
+    with open(home.pid_file, "w") as f:
+        f.write(str(os.getpid()))
+    os.chdir("/")
+    try:
+        asyncio.run(Daemon(home).run(args.ready_fd))
+    finally:
+        try:
+            os.unlink(home.pid_file)
+        except FileNotFoundError:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""Where corral keeps its files: CORRAL_HOME and its layout."""
+
+from __future__ import annotations
+
+import os
+
+from corral.errors import CorralError
+
+
+class Home:
+    """The folder of one daemon: socket, locks, state, logs, pipes."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.socket = os.path.join(root, "rpc.sock")
+        self.daemon_lock = os.path.join(root, "daemon.lock")
+        self.spawn_lock = os.path.join(root, "spawn.lock")
+        self.pid_file = os.path.join(root, "corral.pid")
+        self.daemon_log = os.path.join(root, "corral.log")
+        self.state_file = os.path.join(root, "state.json")
+        self.logs = os.path.join(root, "logs")
+        self.pipes = os.path.join(root, "pipes")
+
+    def __repr__(self) -> str:
+        return f"Home({self.root!r})"
+
+    def ensure(self) -> None:
+        """Create the home (0700) and its folders; fail clearly when that is impossible."""
+        try:
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            st = os.stat(self.root)
+            if st.st_uid == os.getuid() and st.st_mode & 0o777 != 0o700:
+                os.chmod(self.root, 0o700)
+            for sub in (self.logs, self.pipes):
+                os.makedirs(sub, mode=0o700, exist_ok=True)
+            probe = os.path.join(self.root, f".probe-{os.getpid()}")
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600))
+            os.unlink(probe)
+        except OSError as exc:
+            raise CorralError(
+                f"cannot use CORRAL_HOME {self.root}: {exc.strerror or exc}; "
+                "set CORRAL_HOME to a folder you can write to"
+            ) from None
+
+
+def home_from_env(environ: dict[str, str] | None = None) -> Home:
+    env = os.environ if environ is None else environ
+    root = env.get("CORRAL_HOME") or os.path.join(os.path.expanduser("~"), ".corral")
+    return Home(os.path.abspath(os.path.expanduser(root)))
