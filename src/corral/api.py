@@ -15,11 +15,13 @@ import shlex
 import shutil
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.errors import CorralError
 from corral.paths import Home, home_from_env
-from corral.spec import DEFAULT_INSTANCE_VAR, AppSpec
+
+if TYPE_CHECKING:
+    from corral.spec import AppSpec
 
 # interpreter by extension (PM2's table, with Python run by corral's own Python)
 EXT_INTERPRETERS = {
@@ -69,7 +71,10 @@ def _which(program: str) -> str | None:
 
 def resolve_interpreter(text: str) -> tuple[str | None, list[str]]:
     """--interpreter value -> (absolute program, extra args); `none` runs the script itself."""
-    words = shlex.split(text)
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise CorralError(f"interpreter {text!r}: {exc}") from None
     if not words or words[0] == "none":
         return None, []
     if words[0] in ("python", "python3") and not shutil.which(words[0]):
@@ -107,35 +112,29 @@ class API:
         self,
         script: str,
         *,
-        name: str | None = None,
-        instances: str | int = 1,
+        cwd: str | None = None,
+        module: bool = False,
         interpreter: str | None = None,
         interpreter_args: Sequence[str] | str = (),
-        args: Sequence[str] = (),
-        cwd: str | None = None,
-        namespace: str = "default",
-        module: bool = False,
+        instances: str | int = 1,
         env: dict[str, str] | None = None,
-        autorestart: bool = True,
-        max_restarts: int | None = None,
-        min_uptime_ms: int | None = None,
-        restart_delay_ms: int = 0,
-        exp_backoff_restart_delay_ms: int = 0,
-        stop_exit_codes: Iterable[int] = (),
-        kill_timeout_ms: int | None = None,
-        kill_signal: str = "SIGINT",
-        instance_var: str = DEFAULT_INSTANCE_VAR,
-        increment_var: str | None = None,
-        out_file: str | None = None,
-        error_file: str | None = None,
-        force: bool = False,
+        **options: Any,
     ) -> AppSpec:
-        """Resolve what to run (interpreter by extension, binary, shell command, module)."""
+        """Resolve what to run (interpreter by extension, binary, shell command, module).
+
+        `options` are AppSpec fields (name, args, namespace, autorestart, max_restarts,
+        kill_timeout_ms, out_file, ...). env defaults to this process's environment.
+        """
+        from corral.spec import AppSpec
+
         workdir = os.path.abspath(os.path.expanduser(cwd)) if cwd else os.getcwd()
         if not os.path.isdir(workdir):
             raise CorralError(f"--cwd {workdir}: no such folder")
         if isinstance(interpreter_args, str):
-            interpreter_args = shlex.split(interpreter_args)
+            try:
+                interpreter_args = shlex.split(interpreter_args)
+            except ValueError as exc:
+                raise CorralError(f"interpreter args {interpreter_args!r}: {exc}") from None
         extra_interp_args = list(interpreter_args)
         interp: str | None = None
         if interpreter:
@@ -186,43 +185,32 @@ class API:
                 f"script not found: {candidate} (nor a command {script!r} in PATH); "
                 "check the path, or --cwd"
             )
-        if kill_signal.upper() not in SIGNAL_NAMES:
+        kill_signal = str(options.pop("kill_signal", "SIGINT")).upper()
+        if kill_signal not in SIGNAL_NAMES:
             raise CorralError(f"kill_signal {kill_signal!r} is not one of "
                               f"{', '.join(sorted(SIGNAL_NAMES))}")
         is_python = kind == "module" or (
             interp is not None and "python" in os.path.basename(interp)
         ) or (interp is None and exec_path.endswith(".py"))
-        spec = AppSpec(
-            name=name or default_name,
+        for key in ("out_file", "error_file", "log_file"):
+            if options.get(key):
+                options[key] = _abs_log_path(options[key], workdir)
+        if not options.get("name"):
+            options["name"] = default_name
+        options = {k: v for k, v in options.items() if v is not None}
+        return AppSpec(
             script=script,
             kind=kind,
             exec_path=exec_path,
             interpreter=interp if kind != "binary" else None,
             interpreter_args=extra_interp_args,
-            args=list(args),
             cwd=workdir,
-            namespace=namespace,
             env=dict(os.environ if env is None else env),
             instances=parse_instances(instances),
-            instance_var=instance_var,
-            increment_var=increment_var,
-            autorestart=autorestart,
-            restart_delay_ms=restart_delay_ms,
-            exp_backoff_restart_delay_ms=exp_backoff_restart_delay_ms,
-            stop_exit_codes=list(stop_exit_codes),
-            kill_signal=kill_signal.upper(),
-            out_file=_abs_or_none(out_file, workdir),
-            error_file=_abs_or_none(error_file, workdir),
-            force=force,
+            kill_signal=kill_signal,
             is_python=is_python,
+            **options,
         )
-        if max_restarts is not None:
-            spec.max_restarts = max_restarts
-        if min_uptime_ms is not None:
-            spec.min_uptime_ms = min_uptime_ms
-        if kill_timeout_ms is not None:
-            spec.kill_timeout_ms = kill_timeout_ms
-        return spec
 
     # ---- talking to the daemon ---------------------------------------------
 
@@ -246,6 +234,28 @@ class API:
     def act(self, action: str, names: Iterable[str | int]) -> dict[str, Any]:
         """stop / restart / delete / reset / start (of registered apps) on targets."""
         result: dict[str, Any] = self.client.call(action, targets=self.targets(names))
+        return result
+
+    def load_file(self, path: str, env_name: str | None = None,
+                  only: Sequence[str] | None = None) -> Any:
+        """Read an ecosystem file: its AppSpecs and the warnings about it (ecosystem.Loaded)."""
+        from corral import ecosystem
+
+        return ecosystem.load(self, path, env_name, list(only) if only else None)
+
+    def apply(self, specs: Sequence[AppSpec], mode: str) -> dict[str, Any]:
+        """Apps from a file: start the new ones; restart (mode "restart") or start if stopped
+        (mode "start") the registered ones, with the file's settings and environment."""
+        result: dict[str, Any] = self.client.call(
+            "apply", apps=[s.to_dict() for s in specs], mode=mode)
+        return result
+
+    def restart_update_env(self, names: Iterable[str | int],
+                           env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Restart with a new shell environment (default: this process's); variables that
+        are gone from it are removed from the app, the config's own variables stay."""
+        result: dict[str, Any] = self.client.call(
+            "restart", targets=self.targets(names), env=dict(os.environ if env is None else env))
         return result
 
     def stop(self, *names: str | int) -> dict[str, Any]:
@@ -284,9 +294,7 @@ class API:
         return result
 
 
-def _abs_or_none(path: str | None, cwd: str) -> str | None:
-    if not path:
-        return None
+def _abs_log_path(path: str, cwd: str) -> str:
     if path in ("NULL", "/dev/null"):
         return "/dev/null"
     return os.path.join(cwd, os.path.expanduser(path))

@@ -44,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--interpreter), a .sh/.js/.rb/... script (interpreter by extension), a binary, "
         "a module (-m) or a shell command in quotes. Arguments after `--` go to the app.",
     )
-    start.add_argument("script", help="script path, binary, module (-m) or \"shell command\"")
+    start.add_argument("script", nargs="?",
+                       help="script path, binary, module (-m), \"shell command\" or an "
+                       "ecosystem file (default: the ecosystem file of this folder)")
+    start.add_argument("--env", dest="env_name", metavar="NAME",
+                       help="with an ecosystem file: apply each app's env_NAME")
+    start.add_argument("--only", metavar="A,B", help="with an ecosystem file: only these apps")
     start.add_argument("-n", "--name", help="app name (default: script name without extension)")
     start.add_argument("-i", "--instances", default="1",
                        help="number of instances: N, max (or 0) = one per CPU, -N = CPUs minus N")
@@ -85,10 +90,32 @@ def build_parser() -> argparse.ArgumentParser:
                        help="id, name, namespace, script path or all")
         return p
 
-    targets_cmd("stop", "stop apps (SIGINT, SIGKILL after kill_timeout); they stay listed")
-    targets_cmd("restart", "stop then start apps (restart count +1)")
-    targets_cmd("reload", "reload apps (in fork mode this is a restart)")
-    targets_cmd("delete", "stop apps and remove them from the list", ("del",))
+    def file_options(p: Any, restart: bool) -> None:
+        p.add_argument("--only", metavar="A,B", help="with an ecosystem file: only these apps")
+        if restart:
+            p.add_argument("--env", dest="env_name", metavar="NAME",
+                           help="with an ecosystem file: apply each app's env_NAME")
+            p.add_argument("-a", "--update-env", action="store_true",
+                           help="replace the apps' environment with this shell's (variables "
+                           "gone from it are removed; the config's own variables stay)")
+
+    file_options(targets_cmd(
+        "stop", "stop apps (SIGINT, SIGKILL after kill_timeout); they stay listed"), False)
+    file_options(targets_cmd("restart", "stop then start apps (restart count +1); with an "
+                             "ecosystem file, also start its apps that are not registered"), True)
+    file_options(targets_cmd("reload", "reload apps (in fork mode this is a restart)"), True)
+    file_options(targets_cmd("delete", "stop apps and remove them from the list", ("del",)),
+                 False)
+    for verb in ("startOrRestart", "startOrReload"):
+        p = sub.add_parser(verb, help="start the apps of an ecosystem file that are not "
+                           "running, restart the others with the file's settings")
+        p.add_argument("targets", nargs=1, metavar="file")
+        file_options(p, True)
+    init = sub.add_parser("init", aliases=["ecosystem"],
+                          help="write a commented ecosystem file in this folder")
+    init.add_argument("--format", choices=("py", "toml", "yaml", "json"), default="py",
+                      help="file format (default py: ecosystem.config.py)")
+    init.add_argument("-f", "--force", action="store_true", help="overwrite an existing file")
     targets_cmd("reset", "set restart counters to 0")
     describe = targets_cmd("describe", "show everything about apps", ("show", "info", "desc"))
     describe.add_argument("--env", "--show-env", dest="show_env", action="store_true",
@@ -185,13 +212,31 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
         print_jlist(api.list(env=args.show_env))
     elif command == "start":
         return cmd_start(api, args, app_args)
-    elif command in ("stop", "restart", "delete", "del", "reset", "reload"):
-        action = {"del": "delete", "reload": "restart"}.get(command, command)
-        result = api.act(action, args.targets)
+    elif command in ("stop", "restart", "delete", "del", "reset", "reload", "startOrRestart",
+                     "startOrReload"):
+        action = {"del": "delete", "reload": "restart", "startOrRestart": "restart",
+                  "startOrReload": "restart"}.get(command, command)
+        file = ecosystem_target(args.targets)
+        if file is not None:
+            result = act_on_file(api, action, file, args)
+        elif command.startswith("startOr"):
+            raise CorralError(f"{args.targets[0]}: {command} takes an ecosystem file")
+        elif getattr(args, "env_name", None):
+            raise CorralError("--env applies an ecosystem file's env_<name>: give the file "
+                              "(`corral restart ecosystem.config.py --env NAME`), or use "
+                              "--update-env to take this shell's environment")
+        elif getattr(args, "update_env", False):
+            result = api.restart_update_env(args.targets)
+        else:
+            result = api.act(action, args.targets)
         if command == "reload":
             print("corral: fork mode has no zero-downtime reload; the apps were restarted",
                   file=sys.stderr)
         print_table(result["list"])
+    elif command in ("init", "ecosystem"):
+        from corral.templates import write_template
+
+        print(f"corral: wrote {write_template(args.format, args.force)}")
     elif command in ("describe", "show", "info", "desc"):
         from corral import render
 
@@ -241,7 +286,71 @@ def _match(rows: list[dict[str, Any]], targets: list[str]) -> list[dict[str, Any
     return list(chosen.values())
 
 
+def ecosystem_target(targets: list[str]) -> str | None:
+    """The ecosystem file among a command's targets, if that is what it was given."""
+    import os
+
+    from corral.ecosystem import is_ecosystem_file
+
+    if len(targets) == 1 and is_ecosystem_file(targets[0]) and os.path.isfile(targets[0]):
+        return targets[0]
+    return None
+
+
+def only_list(args: argparse.Namespace) -> list[str] | None:
+    only = getattr(args, "only", None)
+    return [n.strip() for n in only.split(",") if n.strip()] if only else None
+
+
+def warn(messages: list[str]) -> None:
+    for message in messages:
+        print(f"corral: warning: {message}", file=sys.stderr)
+
+
+def act_on_file(api: Any, action: str, path: str, args: argparse.Namespace) -> Any:
+    """stop / delete / restart / reset the apps of an ecosystem file."""
+    loaded = api.load_file(path, getattr(args, "env_name", None), only_list(args))
+    warn(loaded.warnings)
+    if action == "restart":
+        return api.apply(loaded.specs, "restart")
+    names = [s.name for s in loaded.specs]
+    registered = {row["spec"]["name"] for row in api.list()}
+    present = [n for n in names if n in registered]
+    if not present:
+        raise CorralError(f"{path}: none of its apps ({', '.join(names)}) is registered; "
+                          f"`corral start {path}` starts them")
+    return api.act(action, present)
+
+
 def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    import os
+
+    from corral.ecosystem import find_default, is_ecosystem_file
+
+    if args.script is None:
+        found = find_default(os.getcwd())
+        if found is None:
+            raise CorralError(f"no app given and no ecosystem file in {os.getcwd()}; "
+                              "`corral start app.py`, or `corral init` to write "
+                              "ecosystem.config.py")
+        args.script = found
+    if not args.module and is_ecosystem_file(args.script) and os.path.isfile(args.script):
+        loaded = api.load_file(args.script, args.env_name, only_list(args))
+        warn(loaded.warnings)
+        for spec in loaded.specs:
+            if spec.requested_exec_mode == "cluster":
+                warn([f"{spec.name}: cluster mode is not built yet; running "
+                      f"{spec.instances} fork instance(s), which must not share a port"])
+        result = api.apply(loaded.specs, "start")
+        if result["untouched"]:
+            names = sorted({r["spec"]["name"] for r in result["list"]
+                            if r["pm_id"] in result["untouched"]})
+            print(f"corral: already running: {', '.join(names)} "
+                  f"(`corral restart {args.script}` applies the file to them)", file=sys.stderr)
+        print_table(result["list"])
+        return 0
+    if args.env_name or args.only:
+        raise CorralError("--env and --only go with an ecosystem file")
     try:
         spec = api.spec(
             args.script,
@@ -258,7 +367,7 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
             min_uptime_ms=args.min_uptime,
             restart_delay_ms=args.restart_delay,
             exp_backoff_restart_delay_ms=args.exp_backoff_restart_delay,
-            stop_exit_codes=args.stop_exit_codes,
+            stop_exit_codes=args.stop_exit_codes or None,
             kill_timeout_ms=args.kill_timeout,
             kill_signal=args.kill_signal,
             instance_var=args.instance_var,

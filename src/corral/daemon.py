@@ -280,17 +280,55 @@ class Daemon:
                 )
         started = []
         for spec in specs:
-            for _ in range(spec.instances):
-                try:
-                    inst = self.supervisor.add(spec, self.supervisor.lowest_free_index(spec.name))
-                except OSError as exc:
-                    raise CorralError(
-                        f"cannot open the log files of {spec.name}: {exc.filename}: "
-                        f"{exc.strerror}; fix the folder's permissions or set "
-                        "out_file/error_file") from None
-                self.supervisor.launch(inst)
-                started.append(inst.record.pm_id)
+            started += self._add_instances(spec, spec.instances)
         return {"started": started, "list": self.view()}
+
+    def _add_instances(self, spec: AppSpec, count: int) -> list[int]:
+        """Register `count` new instances of spec and launch them (unless autostart is off)."""
+        ids = []
+        for _ in range(count):
+            try:
+                inst = self.supervisor.add(spec, self.supervisor.lowest_free_index(spec.name))
+            except OSError as exc:
+                raise CorralError(
+                    f"cannot open the log files of {spec.name}: {exc.filename}: "
+                    f"{exc.strerror}; fix the folder's permissions or set "
+                    "out_file/error_file") from None
+            if spec.autostart:
+                self.supervisor.launch(inst)
+            ids.append(inst.record.pm_id)
+        return ids
+
+    async def rpc_apply(self, apps: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+        """Apps of an ecosystem file: start those not registered; for those that are,
+        take the file's settings and restart them (mode restart) or start them if they
+        are not running (mode start)."""
+        specs = [AppSpec.from_dict(a) for a in apps]
+        started: list[int] = []
+        restarted: list[int] = []
+        untouched: list[int] = []
+        jobs = []
+        for spec in specs:
+            existing = sorted((i for i in self.supervisor.instances.values()
+                               if i.record.spec.name == spec.name),
+                              key=lambda i: i.record.pm_id)
+            if not existing:
+                started += self._add_instances(spec, spec.instances)
+                continue
+            for inst in existing:
+                if mode == "start" and inst.alive:
+                    untouched.append(inst.record.pm_id)
+                    continue
+                inst.record.spec = AppSpec.from_dict(spec.to_dict())
+                jobs.append(self.supervisor.restart(inst) if mode == "restart"
+                            else self.supervisor.start_stopped(inst))
+                restarted.append(inst.record.pm_id)
+            if spec.instances > len(existing):
+                started += self._add_instances(spec, spec.instances - len(existing))
+        await asyncio.gather(*jobs)
+        self.schedule_save()
+        return {"started": started, "restarted": restarted, "untouched": untouched,
+                "list": self.view()}
 
     async def _each(self, targets: list[dict[str, Any]], action: str) -> dict[str, Any]:
         instances = self.resolve(targets)
@@ -306,7 +344,15 @@ class Daemon:
     async def rpc_stop(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
         return await self._each(targets, "stop")
 
-    async def rpc_restart(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
+    async def rpc_restart(self, targets: list[dict[str, Any]],
+                          env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Restart; with env (--update-env), the shell part of each app's environment is
+        replaced by it: variables that are gone are removed, the config's own stay."""
+        if env is not None:
+            for inst in self.resolve(targets):
+                spec = inst.record.spec
+                spec.env = {**env, **spec.env_overrides}
+            self.schedule_save()
         return await self._each(targets, "restart")
 
     async def rpc_delete(self, targets: list[dict[str, Any]]) -> dict[str, Any]:

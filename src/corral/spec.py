@@ -49,6 +49,26 @@ class AppSpec:
     error_file: str | None = None
     force: bool = False
     is_python: bool = False
+    autostart: bool = True
+    env_name: str | None = None  # the --env applied at the last start / update
+    # the variables the app's config sets (env, env_<name>, port): kept when the shell
+    # environment is replaced by `--update-env`
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    requested_exec_mode: str | None = None
+    # read from ecosystem files now; acted on by the watch, logs and cluster features
+    watch: bool | list[str] = False
+    ignore_watch: list[str] = field(default_factory=list)
+    watch_delay_ms: int = 0
+    max_memory_restart_bytes: int = 0
+    cron_restart: str | None = None
+    log_date_format: str | None = None
+    log_type: str | None = None
+    merge_logs: bool = False
+    log_file: str | None = None
+    disable_logs: bool = False
+    listen_timeout_ms: int = DEFAULT_LISTEN_TIMEOUT_MS
+    wait_ready: bool = False
+    shutdown_with_message: bool = False
 
     def argv(self) -> list[str]:
         """The command line that launches one instance."""

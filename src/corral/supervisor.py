@@ -197,8 +197,8 @@ class Supervisor:
                 start_new_session=True,
                 close_fds=True,
             )
-        except OSError as exc:
-            reason = f"cannot start {argv[0]}: {exc.strerror or exc}"
+        except (OSError, ValueError) as exc:
+            reason = f"cannot start {argv[0]}: {getattr(exc, 'strerror', None) or exc}"
             os.write(err_fd, f"corral: {reason}\n".encode())
             rec.pid = 0
             self.transition(inst, ERRORED, reason)

@@ -1,0 +1,320 @@
+"""Ecosystem files: find them, read them in any of their formats, turn their apps into specs.
+
+Formats: JSON as PM2 reads it (a JS object literal), YAML, TOML, Python
+(`ecosystem.config.py` defining `apps`), `[tool.corral]` in pyproject.toml,
+and `.config.js/.cjs/.mjs` evaluated by node. Every problem is an
+EcosystemError that names the file and the line, or the app and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from corral.errors import CorralError
+from corral.schema import EcosystemError, app_label, merge_env, normalize_app
+
+if TYPE_CHECKING:
+    from corral.api import API
+    from corral.spec import AppSpec
+
+DEFAULT_FILES = (
+    "ecosystem.config.py",
+    "ecosystem.config.toml",
+    "ecosystem.config.yaml",
+    "ecosystem.config.yml",
+    "ecosystem.config.json",
+    "ecosystem.json",
+    "ecosystem.toml",
+    "ecosystem.yaml",
+    "ecosystem.yml",
+    "ecosystem.config.js",
+    "ecosystem.config.cjs",
+    "ecosystem.config.mjs",
+    "pyproject.toml",
+)
+
+JS_SUFFIXES = (".js", ".cjs", ".mjs")
+DATA_SUFFIXES = (".json", ".json5", ".yaml", ".yml", ".toml")
+
+NODE_LOADER = r"""
+const file = process.argv[1];
+(async () => {
+  let conf;
+  try { conf = require(file); }
+  catch (e) {
+    if (e && (e.code === 'ERR_REQUIRE_ESM' || e.code === 'ERR_REQUIRE_ASYNC_MODULE'))
+      conf = await import(require('url').pathToFileURL(file).href);
+    else throw e;
+  }
+  if (conf && conf.default && !conf.apps) conf = conf.default;
+  process.stdout.write(JSON.stringify(conf === undefined ? null : conf));
+})().catch((e) => { process.stderr.write(String(e && e.stack || e)); process.exit(1); });
+"""
+
+
+def is_ecosystem_file(arg: str) -> bool:
+    """Does a start argument name an ecosystem file rather than an app to run?"""
+    base = os.path.basename(arg).lower()
+    if base.endswith(DATA_SUFFIXES):
+        return True
+    if any(base.endswith(f".config{s}") for s in JS_SUFFIXES):
+        return True
+    return base.endswith(".py") and (base.startswith("ecosystem") or base.endswith(".config.py"))
+
+
+def find_default(folder: str) -> str | None:
+    for name in DEFAULT_FILES:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            if name == "pyproject.toml" and "[tool.corral" not in _read_text(path):
+                continue
+            return path
+    return None
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as exc:
+        raise EcosystemError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+                             ) from None
+    except OSError as exc:
+        raise EcosystemError(f"{path}: cannot read it: {exc.strerror}") from None
+
+
+# ---- readers: file -> the top-level value ----------------------------------
+
+def read(path: str) -> Any:
+    base = os.path.basename(path).lower()
+    if base.endswith(JS_SUFFIXES):
+        return _read_js(path)
+    if base.endswith(".py"):
+        return _read_python(path)
+    text = _read_text(path)
+    if base.endswith((".yaml", ".yml")):
+        return _read_yaml(path, text)
+    if base.endswith(".toml"):
+        return _read_toml(path, text, pyproject=base == "pyproject.toml")
+    return _read_jsonish(path, text)
+
+
+def _read_jsonish(path: str, text: str) -> Any:
+    from corral.jsonish import JsonishError, loads
+
+    try:
+        return loads(text)
+    except JsonishError as exc:
+        raise EcosystemError(f"{path}:{exc.line}:{exc.column}: syntax error: {exc.reason}"
+                             ) from None
+
+
+def _read_yaml(path: str, text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise EcosystemError(f"{where}: YAML syntax error: {problem}") from None
+
+
+def _read_toml(path: str, text: str, pyproject: bool) -> Any:
+    try:
+        import tomllib  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise EcosystemError(f"{path}: TOML syntax error: {exc}") from None
+    if pyproject:
+        tool = data.get("tool", {}).get("corral")
+        if tool is None:
+            raise EcosystemError(f"{path}: no [tool.corral] table; add [[tool.corral.apps]] "
+                                 "tables, one per app")
+        return tool
+    return data
+
+
+def _read_python(path: str) -> Any:
+    import runpy
+    import traceback
+
+    try:
+        namespace = runpy.run_path(path, run_name="__corral_config__")
+    except SyntaxError as exc:
+        raise EcosystemError(f"{path}:{exc.lineno}: Python syntax error: {exc.msg}") from None
+    except SystemExit:
+        raise EcosystemError(f"{path}: the file called exit() while it was read") from None
+    except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if os.path.abspath(f.filename) == os.path.abspath(path)]
+        line = f":{frames[-1].lineno}" if frames else ""
+        raise EcosystemError(f"{path}{line}: {type(exc).__name__}: {exc}") from None
+    for name in ("apps", "APPS", "config", "CONFIG"):
+        if name in namespace:
+            value = namespace[name]
+            return {"apps": value} if name.lower() == "apps" else value
+    raise EcosystemError(f"{path}: defines no `apps`; write `apps = [{{\"name\": ..., "
+                         "\"script\": ...}]` at the top level")
+
+
+def _read_js(path: str) -> Any:
+    node = shutil.which("node")
+    if node is None:
+        raise EcosystemError(
+            f"{path}: .js ecosystem files are evaluated by node, which is not installed; "
+            "install node, or write the file as ecosystem.config.py / .toml / .yaml / .json "
+            "(`corral init` writes one)")
+    proc = subprocess.run([node, "-e", NODE_LOADER, os.path.abspath(path)],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        detail = proc.stderr.strip().splitlines()
+        first = next((ln for ln in detail if "Error" in ln), detail[0] if detail else "")
+        where = next((ln.strip() for ln in detail if os.path.abspath(path) in ln), "")
+        raise EcosystemError(f"{path}: node could not evaluate it: {first}"
+                             + (f" ({where})" if where else ""))
+    import json
+
+    return json.loads(proc.stdout or "null")
+
+
+def apps_of(path: str, top: Any) -> list[Any]:
+    """The app list of a file: {apps: [...]}, PM2's {pm2: [...]}, a bare list or one app."""
+    if isinstance(top, dict):
+        if "apps" in top or "pm2" in top:
+            apps = top.get("apps", top.get("pm2"))
+            if isinstance(apps, dict):
+                apps = [apps]
+            if not isinstance(apps, list):
+                raise EcosystemError(f"{path}: `apps` must be a list of apps, not "
+                                     f"{type(apps).__name__}")
+        elif "script" in top or "exec" in top or "cmd" in top:
+            apps = [top]
+        else:
+            raise EcosystemError(f"{path}: no `apps` list found; the file needs "
+                                 "apps: [{name: ..., script: ...}]")
+    elif isinstance(top, list):
+        apps = top
+    elif top is None:
+        raise EcosystemError(f"{path}: the file is empty; it needs apps: [{{name, script}}]")
+    else:
+        raise EcosystemError(f"{path}: expected an object with `apps`, found "
+                             f"{type(top).__name__}")
+    if not apps:
+        raise EcosystemError(f"{path}: `apps` is empty; add at least one app with a script")
+    return apps
+
+
+# ---- apps -> specs ------------------------------------------------------------
+
+@dataclass
+class Loaded:
+    path: str
+    specs: list[AppSpec] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def load(api: API, path: str, env_name: str | None = None, only: list[str] | None = None,
+         base_env: dict[str, str] | None = None) -> Loaded:
+    """Read a file and build one AppSpec per app, with PM2's env precedence applied."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise EcosystemError(f"{path}: no such ecosystem file")
+    apps = apps_of(path, read(path))
+    folder = os.path.dirname(path)
+    loaded = Loaded(path)
+    normalized = []
+    seen: dict[str, int] = {}
+    for index, app in enumerate(apps):
+        result = normalize_app(app, index, path, env_name)
+        loaded.warnings.extend(result.warnings)
+        name = result.options.get("name")
+        if name is None:
+            name = os.path.splitext(os.path.basename(str(result.options["script"])))[0]
+        if name in seen:
+            raise EcosystemError(f"{path}: apps #{seen[name] + 1} and #{index + 1} are both "
+                                 f"named {name!r}; names must be unique")
+        seen[name] = index
+        normalized.append((index, app, result.options))
+    if env_name is not None:
+        defined = {k for _, _, o in normalized for k in o["_envs"]}
+        if env_name not in defined:
+            listed = ", ".join(f"env_{k}" for k in sorted(defined)) or "no env_<name> block"
+            raise EcosystemError(f"{path}: --env {env_name}: no app defines env_{env_name} "
+                                 f"(the file has {listed})")
+    if only:
+        names = {str(o.get("name") or "") for _, _, o in normalized}
+        missing = [n for n in only if n not in names]
+        if missing:
+            raise EcosystemError(f"{path}: --only {', '.join(missing)}: no such app in the file "
+                                 f"(it has {', '.join(sorted(names))})")
+    base = dict(os.environ if base_env is None else base_env)
+    for index, app, options in normalized:
+        if only and options.get("name") not in only:
+            continue
+        loaded.specs.append(_build(api, path, folder, index, app, options, env_name, base))
+    return loaded
+
+
+def _build(api: API, path: str, folder: str, index: int, app: dict[str, Any],
+           options: dict[str, Any], env_name: str | None, base: dict[str, str]) -> AppSpec:
+    label = app_label(app, index)
+    options = dict(options)
+    overrides_in = dict(options.get("env", {}))
+    envs = options.get("_envs", {})
+    if env_name is not None and env_name in envs:
+        overrides_in.update(envs[env_name])
+    if options.get("port") is not None:
+        overrides_in["PORT"] = str(options["port"])
+    env = merge_env(base, options, env_name)
+    script = options.pop("script")
+    cwd = options.pop("cwd", None)
+    cwd = os.path.join(folder, os.path.expanduser(cwd)) if cwd else folder
+    prefix = options.pop("name_prefix", None)
+    append = options.pop("append_env_to_name", False)
+    exec_mode = options.pop("exec_mode", None)
+    if options.get("name") and prefix:
+        options["name"] = f"{prefix}:{options['name']}"
+    if append and env_name and options.get("name"):
+        options["name"] = f"{options['name']}-{env_name}"
+    for key in ("out_file", "error_file"):
+        target = options.get(key)
+        if target and target not in ("NULL", "/dev/null"):
+            full = os.path.join(cwd, os.path.expanduser(target))
+            _check_log_folder(path, label, key, full)
+    log_file = options.get("log_file")
+    if log_file is True or log_file is False:
+        options.pop("log_file")
+    try:
+        spec = api.spec(script, cwd=cwd, env=env, **options)
+    except CorralError as exc:
+        raise EcosystemError(f"{path}: {label}: {exc.message}") from None
+    except TypeError as exc:  # an option API.spec does not take: a schema bug, said plainly
+        raise EcosystemError(f"{path}: {label}: {exc}") from None
+    spec.env_overrides = overrides_in
+    spec.env_name = env_name
+    if exec_mode == "cluster":
+        spec.exec_mode = "fork"
+        spec.requested_exec_mode = "cluster"
+    return spec
+
+
+def _check_log_folder(path: str, label: str, key: str, log_path: str) -> None:
+    """Create a log file's folder now, or fail now with the folder and the reason."""
+    folder = os.path.dirname(log_path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise EcosystemError(f"{path}: {label}: {key} {log_path}: cannot create the folder "
+                             f"{folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise EcosystemError(f"{path}: {label}: {key} {log_path}: the folder {folder} is not "
+                             "writable; fix its permissions or choose another path")
