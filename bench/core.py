@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Core benchmark (issue 2): corral and PM2 side by side, in one run.
 
-    python bench/core.py            # full run, about 3 minutes after the installs
+    python bench/core.py            # full run, about 2 minutes (installs included)
     python bench/core.py --quick    # fewer repetitions and a 10 s idle window
 
 What it does:
@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -92,6 +93,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def sched_cpu_seconds(pid: int) -> float:
+    """On-CPU time of the process's live threads, ns resolution (/proc/<pid>/task/*/schedstat)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
+
+
 def cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -142,7 +155,7 @@ class Bench:
         env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
         self.env = env
         self.daemon_pids: dict[str, int] = {}
-        self.results: dict[str, object] = {}
+        self.results: dict[str, Any] = {}
 
     # -- helpers
 
@@ -348,7 +361,7 @@ class Bench:
 
     def sample_daemons(self, seconds: float, every: float) -> dict[str, dict[str, list[float]]]:
         series: dict[str, dict[str, list[float]]] = {
-            m: {"t": [], "rss_mib": [], "cpu_s": []} for m in self.daemon_pids}
+            m: {"t": [], "rss_mib": [], "cpu_s": [], "sched_cpu_s": []} for m in self.daemon_pids}
         t0 = time.monotonic()
         n = 0
         while True:
@@ -357,6 +370,7 @@ class Bench:
                 series[manager]["t"].append(now)
                 series[manager]["rss_mib"].append(rss_mib(pid))
                 series[manager]["cpu_s"].append(cpu_seconds(pid))
+                series[manager]["sched_cpu_s"].append(sched_cpu_seconds(pid))
             n += 1
             if now >= seconds - 1e-6:
                 return series
@@ -364,7 +378,7 @@ class Bench:
 
     # -- the whole run
 
-    def main(self) -> dict[str, object]:
+    def main(self) -> dict[str, Any]:
         a = self.args
         self.setup()
         self.start_daemons()
@@ -443,7 +457,7 @@ class Bench:
 
 # ---- machine info ----------------------------------------------------------------------------
 
-def machine_info() -> dict[str, object]:
+def machine_info() -> dict[str, Any]:
     model = ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -464,7 +478,7 @@ def machine_info() -> dict[str, object]:
             "loadavg_at_start": os.getloadavg()}
 
 
-def git_info() -> dict[str, object]:
+def git_info() -> dict[str, Any]:
     try:
         commit = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
                                 text=True).stdout.strip()
@@ -477,8 +491,8 @@ def git_info() -> dict[str, object]:
 
 # ---- report ----------------------------------------------------------------------------------
 
-def report(r: dict[str, object]) -> tuple[str, list[dict[str, object]]]:
-    rows: list[dict[str, object]] = []
+def report(r: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    rows: list[dict[str, Any]] = []
 
     def add(what: str, corral: list[float], pm2: list[float], unit: str, digits: int,
             goal_factor: float | None) -> None:
@@ -521,6 +535,14 @@ def report(r: dict[str, object]) -> tuple[str, list[dict[str, object]]]:
                  "pm2": {"median": pt, "min": pt, "max": pt, "n": 1, "windows_10s": pw},
                  "ratio": ct / pt if pt else None, "goal": "<= PM2", "holds": ct <= pt,
                  "digits": 2})
+    cs_ms = (idle["corral"]["sched_cpu_s"][-1] - idle["corral"]["sched_cpu_s"][0]) * 1000
+    ps_ms = (idle["pm2"]["sched_cpu_s"][-1] - idle["pm2"]["sched_cpu_s"][0]) * 1000
+    rows.append({"what": f"daemon CPU ms, idle, 50 apps, over {span:.0f} s, from schedstat "
+                 "(extra: ns resolution, live threads)", "unit": "ms",
+                 "corral": {"median": cs_ms, "min": cs_ms, "max": cs_ms, "n": 1},
+                 "pm2": {"median": ps_ms, "min": ps_ms, "max": ps_ms, "n": 1},
+                 "ratio": cs_ms / ps_ms if ps_ms else None, "goal": None, "holds": None,
+                 "digits": 1})
     rs = r["restart"]
     add("kill -9 -> replacement's first line of Python", ms([x["kill_to_new_start_s"]
                                                              for x in rs["corral"]]),
@@ -539,6 +561,8 @@ def report(r: dict[str, object]) -> tuple[str, list[dict[str, object]]]:
         if row["unit"] == "s":  # the CPU row: one total, 10 s windows in brackets
             cs = f"{c['median']:.2f} (10 s: {', '.join(f'{x:.2f}' for x in c['windows_10s'])})"
             ps = f"{p['median']:.2f} (10 s: {', '.join(f'{x:.2f}' for x in p['windows_10s'])})"
+        elif c["n"] == 1:
+            cs, ps = f"{c['median']:.{d}f}", f"{p['median']:.{d}f}"
         else:
             cs, ps = fmt(c, d), fmt(p, d)
         ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}"
@@ -589,6 +613,7 @@ def main() -> int:
     results = bench.results
     results["command"] = "python bench/core.py" + (" --quick" if args.quick else "")
     results["wall_s"] = time.monotonic() - T_BEGIN
+    results["loadavg_at_end"] = os.getloadavg()
     if failed is None:
         text, rows = report(results)
         results["summary"] = rows
@@ -605,7 +630,8 @@ def main() -> int:
         raise failed
     m = results["machine"]
     print(f"\ncorral {m['corral']} vs PM2 {m['pm2']}; nproc {m['nproc']}, python {m['python']}, "
-          f"node {m['node']}; whole run {results['wall_s']:.0f} s")
+          f"node {m['node']}; whole run {results['wall_s']:.0f} s; load average at start "
+          f"{m['loadavg_at_start'][0]:.2f}, at end {results['loadavg_at_end'][0]:.2f}")
     print(text)
     return 0
 
