@@ -195,3 +195,23 @@ def test_cwd_option(corral: Corral) -> None:
     assert Path((work / "here").read_text()) == work
     bad = corral.run("start", "w.py", "--cwd", str(corral.tmp / "nowhere"), check=False)
     assert_clean_error(bad, "no such folder")
+
+
+def test_smart_start_does_not_swallow_a_wrong_path(corral: Corral) -> None:
+    corral.run("start", str(corral.script("hello.py", SLEEPER)))
+    first = corral.wait_status("hello", "online")
+    elsewhere = corral.tmp / "elsewhere"
+    elsewhere.mkdir()
+    proc = corral.run("start", "hello.py", "--cwd", str(elsewhere), "-n", "h3", check=False)
+    assert_clean_error(proc, "script not found")
+    assert corral.app("hello")["pid"] == first["pid"]  # type: ignore[index]
+    assert_clean_error(corral.run("id", "ghost", check=False), "unknown target")
+    assert_clean_error(corral.run("pid", "ghost", check=False), "unknown target")
+
+
+def test_shell_command_arguments(corral: Corral) -> None:
+    out = corral.tmp / "args"
+    corral.run("start", f'echo "$1 $2" > {out}; sleep 600', "-n", "sh-args", "--", "one",
+               "two")
+    wait_for(lambda: out.exists() and out.read_text().strip(), what="the shell app")
+    assert out.read_text().strip() == "one two"

@@ -216,3 +216,36 @@ def test_describe_hides_env_unless_asked(corral: Corral) -> None:
     shown = corral.run("describe", "s", "--env").stdout
     assert "SECRET_TOKEN=hunter2" in shown
     assert "hunter2" not in corral.run("jlist").stdout
+
+
+def test_kill_after_daemon_sigkill_stops_orphans(corral: Corral) -> None:
+    script = corral.script("orphan.py", SLEEPER)
+    corral.run("start", str(script))
+    row = corral.wait_status("orphan", "online")
+    daemon = corral.daemon_pid()
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: not alive(daemon), what="the daemon to die")
+    assert alive(row["pid"])
+    corral.run("kill")
+    assert not alive(row["pid"])
+    assert pids_running(script) == []
+
+
+def test_sigusr2_reopens_log_files(corral: Corral) -> None:
+    script = corral.script("talker.py", """
+        import itertools, time
+        for i in itertools.count():
+            print(f"line {i}", flush=True)
+            time.sleep(0.02)
+    """)
+    corral.run("start", str(script))
+    out = Path(corral.wait_status("talker", "online")["pm2_env"]["pm_out_log_path"])
+    wait_for(lambda: out.exists() and out.stat().st_size > 0, what="first lines")
+    rotated = out.with_suffix(".log.1")
+    out.rename(rotated)  # what logrotate does
+    os.kill(corral.daemon_pid(), signal.SIGUSR2)
+    wait_for(lambda: out.exists() and out.stat().st_size > 0, what="a new file")
+    assert alive(corral.daemon_pid())
+    first = [int(x.split()[1]) for x in rotated.read_text().splitlines()]
+    second = [int(x.split()[1]) for x in out.read_text().splitlines()]
+    assert first + second[: 1] == list(range(first[0], second[0] + 1))  # nothing lost between

@@ -137,9 +137,13 @@ def test_pm2_classic_file_in_every_format(corral: Corral, project: Path, fmt: st
         assert {r["pid"] for r in seen} == {r["pid"] for r in rows}
         corral.run("delete", config.name, cwd=project)
         assert corral.jlist() == []
-    # ~ is the user's home; the missing folder was created and stderr lands there
-    err_log = corral.tmp / "userhome" / "data" / "err.log"
-    wait_for(lambda: err_log.exists() and "started" in err_log.read_text(), what="stderr log")
+    # ~ is the user's home; the missing folder was created and stderr lands there, one file
+    # per instance (-<id>, as PM2 does without merge_logs)
+    data = corral.tmp / "userhome" / "data"
+    wait_for(lambda: sorted(p.name for p in data.glob("err-*.log")) == ["err-0.log", "err-1.log"]
+             and all("started" in p.read_text() for p in data.glob("err-*.log")),
+             what="stderr logs")
+    assert sorted(p.name for p in data.glob("info-*.log")) == ["info-0.log", "info-1.log"]
 
 
 def test_start_without_argument_uses_the_folders_file(corral: Corral, project: Path) -> None:

@@ -275,3 +275,25 @@ def test_reset_and_signal(corral: Corral) -> None:
              what="the restarted app's handler")
     corral.run("sendSignal", "SIGUSR1", "usr1")
     wait_for(lambda: got.exists() and got.read_text() == "usr1", what="SIGUSR1 handled")
+
+
+def test_crash_loop_after_a_long_stable_run_still_ends_errored(corral: Corral) -> None:
+    """PM2 counts unstable runs only within min_uptime × max_restarts of the start; a loop
+    that begins later restarts forever there. corral counts consecutive short runs."""
+    flag = corral.tmp / "crash-now"
+    app = corral.script("late.py", f"""
+        import os, time
+        if os.path.exists({str(flag)!r}):
+            raise SystemExit(2)
+        while True:
+            time.sleep(0.05)
+    """)
+    corral.run("start", str(app), "--max-restarts", "3", "--min-uptime", "300")
+    row = corral.wait_status("late", "online")
+    started = psutil.Process(row["pid"]).create_time()
+    # past PM2's window (300 ms × 3) before the loop begins
+    wait_for(lambda: time.time() - started > 1.0, what="a long stable run")
+    flag.write_text("")
+    psutil.Process(row["pid"]).kill()  # its next runs crash at once
+    errored = corral.wait_status("late", "errored")
+    assert errored["pm2_env"]["restart_time"] == 3

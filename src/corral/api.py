@@ -69,8 +69,10 @@ def _which(program: str) -> str | None:
     return shutil.which(program)
 
 
-def resolve_interpreter(text: str) -> tuple[str | None, list[str]]:
-    """--interpreter value -> (absolute program, extra args); `none` runs the script itself."""
+def resolve_interpreter(text: str, cwd: str | None = None) -> tuple[str | None, list[str]]:
+    """--interpreter value -> (absolute program, extra args); `none` runs the script itself.
+
+    A relative path (.venv/bin/python) is taken from cwd, the app's folder."""
     try:
         words = shlex.split(text)
     except ValueError as exc:
@@ -79,6 +81,8 @@ def resolve_interpreter(text: str) -> tuple[str | None, list[str]]:
         return None, []
     if words[0] in ("python", "python3") and not shutil.which(words[0]):
         words[0] = sys.executable
+    if cwd and os.sep in words[0] and not os.path.isabs(os.path.expanduser(words[0])):
+        words[0] = os.path.join(cwd, words[0])
     program = _which(words[0])
     if program is None:
         raise CorralError(
@@ -138,7 +142,7 @@ class API:
         extra_interp_args = list(interpreter_args)
         interp: str | None = None
         if interpreter:
-            interp, words = resolve_interpreter(interpreter)
+            interp, words = resolve_interpreter(interpreter, workdir)
             extra_interp_args = words + extra_interp_args
         kind = "script"
         exec_path = ""
@@ -232,7 +236,7 @@ class API:
         return result
 
     def act(self, action: str, names: Iterable[str | int]) -> dict[str, Any]:
-        """stop / restart / delete / reset / start (of registered apps) on targets."""
+        """stop / restart / delete / reset on targets."""
         result: dict[str, Any] = self.client.call(action, targets=self.targets(names))
         return result
 
@@ -286,7 +290,10 @@ class API:
         try:
             client = Client(self.home, start=False)
         except OSError:
-            return {"stopped": 0, "running": False}
+            if not os.path.exists(self.home.state_file):
+                return {"stopped": 0, "running": False}
+            # the daemon died and left apps: a new one adopts them, then stops them all
+            client = Client(self.home)
         result: dict[str, Any] = client.call("kill")
         client.close()
         client.wait_daemon_exit()

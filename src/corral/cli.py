@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--stop-exit-codes", type=int, nargs="+", default=[], metavar="CODE",
                        help="exit codes after which the app is not restarted")
     start.add_argument("-k", "--kill-timeout", type=int, metavar="MS",
-                       help="SIGINT -> SIGKILL delay on stop (default 1600 ms)")
+                       help="on stop, how long to wait after the kill signal before SIGKILL "
+                       "(default 1600 ms)")
     start.add_argument("--kill-signal", default="SIGINT",
                        help="signal sent to stop the app (default SIGINT)")
     start.add_argument("--instance-var", default="CORRAL_INSTANCE",
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("-o", "--output", help="stdout log file (NULL disables)")
     start.add_argument("-e", "--error", help="stderr log file (NULL disables)")
     start.add_argument("-f", "--force", action="store_true",
-                       help="start the script even if it already runs")
+                       help="start the script again even if it is already managed")
 
     def targets_cmd(name: str, help_text: str, aliases: tuple[str, ...] = ()) -> Any:
         p = sub.add_parser(name, help=help_text, aliases=list(aliases), description=help_text)
@@ -246,13 +247,15 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
             if row["pm_id"] in ids:
                 print(render.describe(row, args.show_env))
     elif command == "pid":
-        for row in api.list():
-            if args.name is None or row["spec"]["name"] == args.name:
-                if row["pid"]:
-                    print(row["pid"])
+        rows = api.list()
+        if args.name is not None:
+            rows = _match(rows, [args.name])
+        for row in rows:
+            if row["pid"]:
+                print(row["pid"])
     elif command == "id":
-        found = [row["pm_id"] for row in api.list() if row["spec"]["name"] == args.name]
-        print("[ " + ", ".join(str(i) for i in found) + " ]" if found else "[]")
+        found = [row["pm_id"] for row in _match(api.list(), [args.name])]
+        print("[ " + ", ".join(str(i) for i in found) + " ]")
     elif command in ("sendSignal", "send-signal"):
         result = api.send_signal(args.signal, *args.targets)
         print(f"sent {result['signal']} to ids {result['ids']}")
@@ -284,6 +287,13 @@ def _match(rows: list[dict[str, Any]], targets: list[str]) -> list[dict[str, Any
         for r in found:
             chosen[r["pm_id"]] = r
     return list(chosen.values())
+
+
+def _match_quietly(rows: list[dict[str, Any]], target: str) -> bool:
+    try:
+        return bool(_match(rows, [target]))
+    except CorralError:
+        return False
 
 
 def ecosystem_target(targets: list[str]) -> str | None:
@@ -376,13 +386,14 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
             force=args.force,
         )
     except CorralError as exc:
-        # PM2's "smart start": `start web` on a registered app restarts it.
-        if "script not found" not in exc.message:
+        # PM2's "smart start": `corral start web` on a registered app restarts it; only a
+        # bare name (no path, no --cwd) that matches an app, so a typo in a path is an error
+        import os
+
+        if ("script not found" not in exc.message or args.cwd or os.sep in args.script
+                or not _match_quietly(api.list(), args.script)):
             raise
-        try:
-            result = api.act("restart", [args.script])
-        except CorralError:
-            raise exc from None
+        result = api.act("restart", [args.script])
         print_table(result["list"])
         return 0
     result = api.start(spec)

@@ -119,7 +119,10 @@ class Daemon:
         os.chmod(self.home.socket, 0o600)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._signalled, sig)
+        loop.add_signal_handler(signal.SIGQUIT, self._signalled, signal.SIGQUIT)
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+        loop.add_signal_handler(signal.SIGUSR2, self.reopen_logs)
         log.info("daemon %s ready (pid %d, home %s, %d apps)", __version__, os.getpid(),
                  self.home.root, len(self.supervisor.instances))
         if ready_fd is not None:
@@ -132,6 +135,16 @@ class Daemon:
         except FileNotFoundError:
             pass
         log.info("daemon exits")
+
+    def reopen_logs(self) -> None:
+        """SIGUSR2 (PM2's reloadLogs): reopen every log file, after an external rotation."""
+        count = 0
+        for inst in self.supervisor.instances.values():
+            for capture in (inst.out, inst.err):
+                if capture is not None:
+                    capture.reopen()
+                    count += 1
+        log.info("reopened %d log files", count)
 
     def _signalled(self, sig: int) -> None:
         """Signal handlers only enqueue; on_signal does the work."""
@@ -292,8 +305,8 @@ class Daemon:
             except OSError as exc:
                 raise CorralError(
                     f"cannot open the log files of {spec.name}: {exc.filename}: "
-                    f"{exc.strerror}; fix the folder's permissions or set "
-                    "out_file/error_file") from None
+                    f"{exc.strerror}; fix the folder's permissions or choose other files "
+                    "(-o/-e, or out_file/error_file in an ecosystem file)") from None
             if spec.autostart:
                 self.supervisor.launch(inst)
             ids.append(inst.record.pm_id)
@@ -336,7 +349,6 @@ class Daemon:
             "stop": self.supervisor.stop_locked,
             "restart": self.supervisor.restart,
             "delete": self.supervisor.delete,
-            "start": self.supervisor.start_stopped,
         }[action]
         await asyncio.gather(*(operation(inst) for inst in instances))
         return {"ids": [i.record.pm_id for i in instances], "list": self.view()}
@@ -421,8 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.ready_fd is not None:
             os.write(args.ready_fd, b"ok")
         return 0
-    with open(home.pid_file, "w") as f:
-        f.write(str(os.getpid()))
+    pid_fd = os.open(home.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(pid_fd, str(os.getpid()).encode())
+    os.close(pid_fd)
     os.chdir("/")
     try:
         asyncio.run(Daemon(home).run(args.ready_fd))

@@ -110,6 +110,18 @@ class StreamCapture:
             view = view[written:]
         self.write_error = None
 
+    def reopen(self) -> None:
+        """Open the log file again (it was moved away by an external rotation)."""
+        self.drain()
+        try:
+            new_fd = open_log_file(self.log_path)
+        except OSError as exc:
+            self.write_error = f"{self.log_path}: {exc.strerror}"
+            log.error("cannot reopen %s: %s", self.log_path, exc.strerror)
+            return
+        os.close(self.log_fd)
+        self.log_fd = new_fd
+
     def close(self) -> None:
         self.loop.remove_reader(self.read_fd)
         try:

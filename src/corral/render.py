@@ -25,7 +25,8 @@ STATUS_COLOURS = {
 
 def use_colour(stream: Any = None) -> bool:
     stream = stream or sys.stdout
-    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+    # no-color.org: NO_COLOR set to a non-empty value turns colour off
+    return not os.environ.get("NO_COLOR") and hasattr(stream, "isatty") and stream.isatty()
 
 
 def paint(text: str, code: str | None, colour: bool) -> str:
@@ -77,7 +78,7 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             f"{row['monit']['cpu']:.0f}%" if running else "0%",
             human_bytes(row["monit"]["memory"]) if running else "0b",
             user,
-            "enabled" if spec.get("watch") else "disabled",
+            "enabled" if row.get("watching") else "disabled",
         ])
     return out
 
@@ -206,7 +207,7 @@ def to_pm2(row: dict[str, Any], version: str) -> dict[str, Any]:
         "pm_out_log_path": row["out_log_path"],
         "pm_err_log_path": row["err_log_path"],
         "autorestart": spec["autorestart"],
-        "autostart": True,
+        "autostart": spec.get("autostart", True),
         "watch": bool(spec.get("watch")),
         "treekill": True,
         "max_restarts": spec["max_restarts"],

@@ -73,7 +73,8 @@ class AppSpec:
     def argv(self) -> list[str]:
         """The command line that launches one instance."""
         if self.kind == "shell":
-            return ["/bin/sh", "-c", self.script, *self.args]
+            # "sh" is $0, so the app's arguments are $1, $2, ...
+            return ["/bin/sh", "-c", self.script, "sh", *self.args]
         if self.kind == "module":
             assert self.interpreter
             return [self.interpreter, *self.interpreter_args, "-m", self.script, *self.args]

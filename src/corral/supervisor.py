@@ -124,9 +124,21 @@ class Supervisor:
         return index
 
     def log_paths(self, spec: AppSpec, pm_id: int) -> tuple[str, str]:
+        """Default files carry the id; a configured file gets `-<id>` too when the app has
+        several instances, unless merge_logs (PM2's rule)."""
         base = safe_name(spec.name)
-        out = spec.out_file or os.path.join(self.home.logs, f"{base}-out-{pm_id}.log")
-        err = spec.error_file or os.path.join(self.home.logs, f"{base}-error-{pm_id}.log")
+        several = spec.instances > 1 or spec.requested_exec_mode == "cluster"
+
+        def configured(path: str) -> str:
+            if path == "/dev/null" or not several or spec.merge_logs:
+                return path
+            stem, ext = os.path.splitext(path)
+            return f"{stem}-{pm_id}{ext}"
+
+        out = (configured(spec.out_file) if spec.out_file
+               else os.path.join(self.home.logs, f"{base}-out-{pm_id}.log"))
+        err = (configured(spec.error_file) if spec.error_file
+               else os.path.join(self.home.logs, f"{base}-error-{pm_id}.log"))
         return out, err
 
     def add(self, spec: AppSpec, index: int) -> Instance:
@@ -173,8 +185,9 @@ class Supervisor:
         env["CORRAL_PM_ID"] = str(rec.pm_id)
         env["CORRAL_APP_NAME"] = spec.name
         env["CORRAL_HOME"] = self.home.root
-        if spec.is_python:
-            env["PYTHONUNBUFFERED"] = "1"
+        # unbuffered output for every app, not only those corral knows to be Python: a shell
+        # command or a console script may run Python too (PM2 #3076)
+        env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
     def launch(self, inst: Instance) -> None:
@@ -294,12 +307,12 @@ class Supervisor:
         if code is not None and code >= 0 and code in spec.stop_exit_codes:
             self.transition(inst, STOPPED, f"{how}, a stop exit code")
             return
-        now = now_ms()
-        uptime = now - rec.pm_uptime
-        window = spec.min_uptime_ms * spec.max_restarts
-        if uptime < spec.min_uptime_ms and (
-            rec.created_at is None or now - rec.created_at < window or window == 0
-        ):
+        uptime = now_ms() - rec.pm_uptime
+        if uptime >= spec.min_uptime_ms:
+            rec.unstable_restarts = 0  # a stable run ends the streak
+        else:
+            # unlike PM2, the count does not depend on a window since the start: a crash
+            # loop that begins an hour after the start still ends in errored
             rec.unstable_restarts += 1
             if rec.unstable_restarts >= spec.max_restarts:
                 rec.unstable_restarts = 0

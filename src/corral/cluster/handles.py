@@ -1,0 +1,342 @@
+"""The primary's listeners, one object per (family, address, v6only), one class per policy.
+
+Every handle has the same small interface (Node's shared_handle.js and
+round_robin_handle.js): `add(worker) -> (reply, fds)` when a worker asks for
+the address, `remove(worker)` when it goes, `close()` when the cluster ends.
+The rest of the code does not branch on the policy.
+
+Unlike Node, the primary keeps a listener open after its last worker has
+gone: connections wait in the kernel (or in the round-robin queue) until a
+worker comes back, so a restart or a reload never refuses or resets one.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import os
+import socket
+import stat
+import tempfile
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from corral.cluster.primary import Worker
+
+log = logging.getLogger("corral.cluster")
+
+DEFAULT_BACKLOG = 511
+MAX_PENDING = 4096
+POLICIES = ("rr", "shared", "reuseport")
+
+
+def key_of(query: dict[str, Any]) -> tuple[Any, ...]:
+    address = query["address"]
+    return (query["family"], tuple(address) if isinstance(address, list) else address,
+            bool(query.get("v6only")))
+
+
+def make_listener(family: int, address: Any, *, v6only: bool = False, reuseport: bool = False,
+                  listen: bool = True, backlog: int = DEFAULT_BACKLOG, nodelay: bool = False
+                  ) -> socket.socket:
+    """Bind (and listen) a stream socket; OSError (EADDRINUSE, ...) as a plain bind gives."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if family != socket.AF_UNIX:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if nodelay:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(tuple(address) if isinstance(address, list) else address)
+        if listen:
+            sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def sockname(sock: socket.socket) -> Any:
+    name = sock.getsockname()
+    return list(name) if isinstance(name, tuple) else name
+
+
+class Handle:
+    policy = ""
+
+    def __init__(self, key: tuple[Any, ...], query: dict[str, Any], backlog: int) -> None:
+        self.key = key
+        self.family, self.address, self.v6only = key
+        self.workers: dict[int, Worker] = {}
+        self.backlog = backlog
+        self.nodelay = bool(query.get("nodelay"))
+
+    def add(self, worker: Worker) -> tuple[dict[str, Any], list[int]]:
+        raise NotImplementedError
+
+    def remove(self, worker: Worker) -> None:
+        self.workers.pop(worker.id, None)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _UnixPath:
+    """A unix listener at a private path, reached through a symlink at the asked path.
+
+    Servers commonly unlink a stale socket file before they bind (asyncio does);
+    when a second worker does so, the symlink is simply made again, and the
+    listener every worker shares stays reachable.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self.private_dir = tempfile.mkdtemp(prefix="corral-unix-")
+        self.private = os.path.join(self.private_dir, "listener.sock")
+
+    def claim(self) -> None:
+        """Point the asked path at our listener; EADDRINUSE if something else is there."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            os.symlink(self.private, self.path)
+            return
+        if stat.S_ISLNK(st.st_mode) and os.readlink(self.path) == self.private:
+            return
+        raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE), self.path)
+
+    def release(self) -> None:
+        try:
+            if os.path.islink(self.path) and os.readlink(self.path) == self.private:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        for leftover in (self.private, self.private_dir):
+            try:
+                (os.rmdir if leftover == self.private_dir else os.unlink)(leftover)
+            except OSError:
+                pass
+
+
+class SharedHandle(Handle):
+    """The primary binds and listens once; every worker gets the same listening fd."""
+
+    policy = "shared"
+
+    def __init__(self, key: tuple[Any, ...], query: dict[str, Any], backlog: int) -> None:
+        super().__init__(key, query, backlog)
+        self.unix: _UnixPath | None = None
+        address = self.address
+        if self.family == socket.AF_UNIX:
+            self.unix = _UnixPath(address)
+            self.unix.claim()
+            address = self.unix.private
+        try:
+            self.sock = make_listener(self.family, address, v6only=self.v6only,
+                                      backlog=backlog, nodelay=self.nodelay)
+        except BaseException:
+            if self.unix:
+                self.unix.release()
+            raise
+
+    def add(self, worker: Worker) -> tuple[dict[str, Any], list[int]]:
+        if self.unix:
+            self.unix.claim()
+        self.workers[worker.id] = worker
+        name = self.unix.path if self.unix else sockname(self.sock)
+        return {"sockname": name}, [self.sock.fileno()]
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.unix:
+            self.unix.release()
+
+
+class ReusePortHandle(Handle):
+    """Each worker binds its own SO_REUSEPORT socket; the primary holds a bound,
+    non-listening anchor that reserves the port (and fixes port 0 for all)."""
+
+    policy = "reuseport"
+    _warned = False
+
+    def __init__(self, key: tuple[Any, ...], query: dict[str, Any], backlog: int) -> None:
+        super().__init__(key, query, backlog)
+        if self.family == socket.AF_UNIX:
+            raise OSError(errno.EINVAL, "the reuseport policy works for TCP only (Linux refuses "
+                          "SO_REUSEPORT on unix sockets); use the shared policy")
+        if not hasattr(socket, "SO_REUSEPORT"):
+            raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available here; use the "
+                          "shared policy")
+        self.sock = make_listener(self.family, self.address, v6only=self.v6only,
+                                  reuseport=True, listen=False)
+        self.warning = migrate_warning()
+
+    def add(self, worker: Worker) -> tuple[dict[str, Any], list[int]]:
+        self.workers[worker.id] = worker
+        return {"sockname": sockname(self.sock), "reuseport": True}, []
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def migrate_warning() -> str | None:
+    """The reuseport caveat, unless net.ipv4.tcp_migrate_req is on."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_migrate_req") as f:
+            if f.read().strip() == "1":
+                return None
+    except OSError:
+        pass
+    return ("reuseport: when a worker exits, the connections queued on its own socket are "
+            "reset; set net.ipv4.tcp_migrate_req=1 (Linux 5.14+) before starting, or use the "
+            "shared policy")
+
+
+class RoundRobinHandle(Handle):
+    """Node's round-robin: the primary accepts, and hands each connection to the next
+    free worker; a worker has at most one handoff it has not acknowledged."""
+
+    policy = "rr"
+
+    def __init__(self, key: tuple[Any, ...], query: dict[str, Any], backlog: int,
+                 io: Any) -> None:
+        super().__init__(key, query, backlog)
+        self.io = io
+        self.unix: _UnixPath | None = None
+        address = self.address
+        if self.family == socket.AF_UNIX:
+            self.unix = _UnixPath(address)
+            self.unix.claim()
+            address = self.unix.private
+        try:
+            self.sock = make_listener(self.family, address, v6only=self.v6only,
+                                      backlog=backlog, nodelay=self.nodelay)
+        except BaseException:
+            if self.unix:
+                self.unix.release()
+            raise
+        self.sock.setblocking(False)
+        self.free: collections.deque[Worker] = collections.deque()
+        self.pending: collections.deque[tuple[socket.socket, Any]] = collections.deque()
+        self.outstanding: dict[int, tuple[Worker, socket.socket, Any]] = {}
+        self.reading = False
+        self.lock = threading.RLock()
+        self.handoffs: collections.Counter[int] = collections.Counter()
+        self._start_reading()
+
+    def _start_reading(self) -> None:
+        if not self.reading and not self.sock._closed:  # type: ignore[attr-defined]
+            self.reading = True
+            self.io.add_reader(self.sock, self._on_readable)
+
+    def _stop_reading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.io.remove_reader(self.sock)
+
+    def _on_readable(self) -> None:
+        """Accept what the kernel has (bounded), then hand it out."""
+        with self.lock:
+            while len(self.pending) < MAX_PENDING:
+                try:
+                    conn, address = self.sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        log.error("rr accept: %s; will retry", exc)
+                        break
+                    raise
+                self.pending.append((conn, address))
+            if len(self.pending) >= MAX_PENDING:
+                self._stop_reading()
+            while self.pending and self.free:
+                self._handoff(self.free.popleft())
+
+    def add(self, worker: Worker) -> tuple[dict[str, Any], list[int]]:
+        with self.lock:
+            if self.unix:
+                self.unix.claim()
+            self.workers[worker.id] = worker
+            name = self.unix.path if self.unix else sockname(self.sock)
+            reply = {"sockname": name, "rr": True}
+            # the handoff must come after the reply: do it on the I/O thread's next turn
+            self.io.call_soon(self._welcome, worker)
+            return reply, []
+
+    def _welcome(self, worker: Worker) -> None:
+        with self.lock:
+            if worker.id in self.workers and not self._busy(worker):
+                self._handoff(worker)
+
+    def _busy(self, worker: Worker) -> bool:
+        return any(w is worker for w, _, _ in self.outstanding.values()) or worker in self.free
+
+    def _handoff(self, worker: Worker) -> None:
+        if worker.id not in self.workers:
+            return
+        if not self.pending:
+            if worker not in self.free:
+                self.free.append(worker)
+            return
+        conn, address = self.pending.popleft()
+        self._start_reading()
+        seq = worker.next_seq()
+        self.outstanding[seq] = (worker, conn, address)
+        try:
+            worker.channel.send({"act": "newconn", "key": list(self.key), "seq": seq,
+                                 "address": list(address) if isinstance(address, tuple)
+                                 else address}, [conn.fileno()])
+        except Exception:  # noqa: BLE001 - the worker is going; give the connection back
+            self.outstanding.pop(seq, None)
+            self.pending.appendleft((conn, address))
+            self.remove(worker)
+
+    def on_ack(self, worker: Worker, seq: int, accepted: bool) -> None:
+        with self.lock:
+            entry = self.outstanding.pop(seq, None)
+            if entry is None:
+                return
+            _, conn, address = entry
+            if accepted:
+                conn.close()  # the worker owns it now
+                self.handoffs[worker.id] += 1
+            else:
+                self.pending.appendleft((conn, address))
+            if worker.id in self.workers:
+                self._handoff(worker)
+            while self.pending and self.free:
+                self._handoff(self.free.popleft())
+
+    def remove(self, worker: Worker) -> None:
+        """Stop handing connections to a worker; what it did not accept goes to others."""
+        with self.lock:
+            self.workers.pop(worker.id, None)
+            try:
+                self.free.remove(worker)
+            except ValueError:
+                pass
+            for seq, (owner, conn, address) in list(self.outstanding.items()):
+                if owner is worker:
+                    del self.outstanding[seq]
+                    self.pending.appendleft((conn, address))
+            while self.pending and self.free:
+                self._handoff(self.free.popleft())
+
+    def close(self) -> None:
+        with self.lock:
+            self._stop_reading()
+            for conn, _ in self.pending:
+                conn.close()
+            for _, conn, _ in self.outstanding.values():
+                conn.close()
+            self.pending.clear()
+            self.outstanding.clear()
+            self.sock.close()
+            if self.unix:
+                self.unix.release()

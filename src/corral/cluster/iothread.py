@@ -1,0 +1,102 @@
+"""The primary's I/O thread: one selector for every worker channel and rr listener.
+
+Other threads talk to it through call_soon(), which wakes it with a pipe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("corral.cluster")
+
+
+class IOThread:
+    def __init__(self, name: str = "corral-cluster-io") -> None:
+        self.selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._lock = threading.Lock()
+        self._stopping = False
+        self.keep_running: Callable[[], bool] = lambda: True
+        self.thread = threading.Thread(target=self._run, name=name, daemon=False)
+        self.started = False
+        self._timeout: float | None = 0.5
+
+    def start(self) -> None:
+        if not self.started:
+            self.started = True
+            self.thread.start()
+            # wake the loop when the main thread ends, so that it can decide to finish
+            # (concurrent.futures uses the same private hook)
+            register = getattr(threading, "_register_atexit", None)
+            if register is not None:
+                try:
+                    register(lambda: self.call_soon(lambda: None))
+                    self._timeout = None
+                except RuntimeError:
+                    pass
+
+    def in_thread(self) -> bool:
+        return threading.current_thread() is self.thread
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        with self._lock:
+            self._calls.append((fn, args))
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    def add_reader(self, fileobj: Any, callback: Callable[[], Any]) -> None:
+        if self.in_thread() or not self.started:
+            self.selector.register(fileobj, selectors.EVENT_READ, callback)
+        else:
+            self.call_soon(self.selector.register, fileobj, selectors.EVENT_READ, callback)
+
+    def remove_reader(self, fileobj: Any) -> None:
+        def remove() -> None:
+            try:
+                self.selector.unregister(fileobj)
+            except (KeyError, ValueError):
+                pass
+
+        if self.in_thread() or not self.started:
+            remove()
+        else:
+            self.call_soon(remove)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.call_soon(lambda: None)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            for key, _ in self.selector.select(timeout=self._timeout):
+                if key.data is None:
+                    try:
+                        while os.read(self._wake_r, 4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    continue
+                try:
+                    key.data()
+                except Exception:  # noqa: BLE001 - one bad callback must not end the cluster
+                    log.exception("cluster I/O callback failed")
+            with self._lock:
+                calls, self._calls = self._calls, []
+            for fn, args in calls:
+                try:
+                    fn(*args)
+                except Exception:  # noqa: BLE001
+                    log.exception("cluster call failed")
+            if not self.keep_running():
+                break

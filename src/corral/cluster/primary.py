@@ -1,0 +1,430 @@
+"""The primary side of corral.cluster (Node's internal/cluster/primary.js).
+
+The primary forks workers (or attaches workers someone else spawned, as the
+corral daemon does), answers their requests for listeners (queryServer),
+hands out connections under the rr policy, and turns what workers say into
+events: fork, online, listening, disconnect, exit, message.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import warnings
+from typing import Any
+
+from corral.cluster.events import EventEmitter
+from corral.cluster.handles import (
+    DEFAULT_BACKLOG,
+    POLICIES,
+    Handle,
+    ReusePortHandle,
+    RoundRobinHandle,
+    SharedHandle,
+    key_of,
+    make_listener,
+)
+from corral.cluster.iothread import IOThread
+from corral.cluster.ipc import Channel, ChannelClosed
+
+log = logging.getLogger("corral.cluster")
+
+ENV_WORKER_ID = "CORRAL_CLUSTER_WORKER_ID"
+ENV_IPC_FD = "CORRAL_CLUSTER_IPC_FD"
+ENV_POLICY = "CORRAL_CLUSTER_SCHED_POLICY"
+ENV_LISTEN_FDS = "CORRAL_CLUSTER_LISTEN_FDS"
+DEFAULT_POLICY = "shared"
+
+
+class ClusterError(ValueError):
+    pass
+
+
+def check_policy(policy: str) -> str:
+    if policy not in POLICIES:
+        raise ClusterError(f"unknown scheduling policy {policy!r}; valid policies: "
+                           f"{', '.join(POLICIES)}")
+    return policy
+
+
+def parse_listen(spec: Any) -> tuple[int, Any]:
+    """'127.0.0.1:8000', '[::1]:8000', ':8000', 8000, 'unix:/path' -> (family, address)."""
+    if isinstance(spec, int):
+        return socket.AF_INET, ("0.0.0.0", spec)
+    if isinstance(spec, tuple):
+        family = socket.AF_INET6 if ":" in spec[0] else socket.AF_INET
+        return family, spec
+    text = str(spec)
+    if text.startswith("unix:"):
+        return socket.AF_UNIX, text[5:]
+    host, _, port = text.rpartition(":")
+    if not port.isdigit():
+        raise ClusterError(f"listen address {text!r}: expected HOST:PORT, :PORT or unix:PATH")
+    if host.startswith("["):
+        return socket.AF_INET6, (host[1:-1], int(port))
+    return socket.AF_INET, (host or "0.0.0.0", int(port))
+
+
+class Worker(EventEmitter):
+    """A worker as the primary sees it (Node's Worker)."""
+
+    def __init__(self, primary: Primary, worker_id: int, channel: Channel,
+                 process: Any = None) -> None:
+        super().__init__()
+        self.primary = primary
+        self.id = worker_id
+        self.channel = channel
+        self.process = process  # a subprocess.Popen (anything with .pid) or None
+        self.pid: int | None = getattr(process, "pid", None)
+        self.state = "none"
+        self.exited_after_disconnect: bool | None = None
+        self.exit_code: int | None = None
+        self.signal_code: str | None = None
+        self.connected = True
+        self.dead = False
+        self.listening: list[dict[str, Any]] = []
+        self._seq = itertools.count(1)
+
+    def __repr__(self) -> str:
+        return f"<Worker id={self.id} pid={self.pid} state={self.state}>"
+
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    def send(self, message: Any, fds: list[int] | tuple[int, ...] = ()) -> None:
+        """Send any JSON-able object (and fds) to the worker."""
+        self.channel.send({"user": message}, fds)
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        if self.pid and not self.dead:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    destroy = kill
+
+    def disconnect(self) -> None:
+        """Stop giving it connections, ask it to close its listeners and leave."""
+        if not self.connected:
+            return
+        self.exited_after_disconnect = True
+        self.primary._remove_from_handles(self)
+        try:
+            self.channel.send({"act": "disconnect"})
+        except ChannelClosed:
+            pass
+
+    def is_dead(self) -> bool:
+        return self.dead
+
+    def is_connected(self) -> bool:
+        return self.connected
+
+
+class Primary(EventEmitter):
+    """One cluster: its settings, workers and listeners."""
+
+    def __init__(self, policy: str | None = None, backlog: int = DEFAULT_BACKLOG) -> None:
+        super().__init__()
+        self.scheduling_policy = check_policy(
+            policy or os.environ.get(ENV_POLICY) or DEFAULT_POLICY)
+        self.backlog = backlog
+        self.settings: dict[str, Any] = {}
+        self.workers: dict[int, Worker] = {}
+        self.handles: dict[tuple[Any, ...], Handle] = {}
+        self.listen_socks: list[socket.socket] = []
+        self._ids = itertools.count(1)
+        self._table_lock = threading.RLock()
+        self._setup_done = False
+        self.io = IOThread()
+        self.io.keep_running = self._keep_running
+        self._frozen_policy = False
+        self.warnings: list[str] = []
+
+    # ---- settings and forking ------------------------------------------------
+
+    def setup_primary(self, exec: str | None = None, args: list[str] | None = None,
+                      exec_argv: list[str] | None = None, cwd: str | None = None,
+                      silent: bool = False, stdio: tuple[Any, Any, Any] | None = None,
+                      env: dict[str, str] | None = None, listen: list[Any] | None = None,
+                      python: str | None = None) -> None:
+        """Settings for the next forks (Node's setupPrimary). `listen` pre-binds addresses
+        that workers receive as systemd socket activation (LISTEN_FDS, fds from 3)."""
+        main = sys.modules.get("__main__")
+        default_exec = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "")
+        merged = {
+            "exec": default_exec,
+            "args": list(sys.argv[1:]),
+            "exec_argv": [],
+            "cwd": None,
+            "silent": False,
+            "stdio": None,
+            "env": None,
+            "python": sys.executable,
+            **self.settings,
+        }
+        for key, value in (("exec", exec), ("args", args), ("exec_argv", exec_argv),
+                           ("cwd", cwd), ("stdio", stdio), ("env", env), ("python", python)):
+            if value is not None:
+                merged[key] = value
+        merged["silent"] = silent or self.settings.get("silent", False)
+        if listen is not None:
+            for sock in self.listen_socks:
+                sock.close()
+            self.listen_socks = []
+            for spec in listen:
+                family, address = parse_listen(spec)
+                self.listen_socks.append(make_listener(family, address, backlog=self.backlog))
+            merged["listen"] = list(listen)
+        self.settings = merged
+        self._setup_done = True
+        self.emit("setup", dict(merged))
+
+    def _freeze(self) -> None:
+        if not self._frozen_policy:
+            self._frozen_policy = True
+            check_policy(self.scheduling_policy)
+            if self.scheduling_policy == "reuseport":
+                from corral.cluster.handles import migrate_warning
+
+                message = migrate_warning()
+                if message:
+                    warnings.warn(message, RuntimeWarning, stacklevel=3)
+                    self.warnings.append(message)
+            self.io.start()
+            atexit.register(self._stop_workers_at_exit)
+
+    def worker_argv(self) -> list[str]:
+        settings = self.settings
+        boot = [settings["python"], *settings["exec_argv"], "-m", "corral.cluster.worker"]
+        if self.listen_socks:
+            boot += ["--listen-fds", ",".join(str(s.fileno()) for s in self.listen_socks)]
+        return [*boot, "--", settings["exec"], *settings["args"]]
+
+    def fork(self, env: dict[str, str] | None = None) -> Worker:
+        """Start a worker running the primary's script (or settings.exec) and return it."""
+        if not self._setup_done:
+            self.setup_primary()
+        self._freeze()
+        worker_id = next(self._ids)
+        parent_end, child_end = Channel.pair()
+        child_env = {**os.environ, **(self.settings.get("env") or {}), **(env or {}),
+                     ENV_WORKER_ID: str(worker_id), ENV_IPC_FD: str(child_end.fileno()),
+                     ENV_POLICY: self.scheduling_policy}
+        stdio = self.settings.get("stdio")
+        if stdio is None and self.settings.get("silent"):
+            stdio = (subprocess.DEVNULL, subprocess.PIPE, subprocess.PIPE)
+        stdin, stdout, stderr = stdio or (None, None, None)
+        try:
+            process = subprocess.Popen(
+                self.worker_argv(), env=child_env, cwd=self.settings.get("cwd"),
+                pass_fds=[child_end.fileno(), *(s.fileno() for s in self.listen_socks)],
+                stdin=stdin, stdout=stdout, stderr=stderr,
+            )
+        finally:
+            child_end.close()
+        worker = self.attach(worker_id, parent_end, process)
+        threading.Thread(target=self._reap, args=(worker,), daemon=True,
+                         name=f"corral-cluster-reap-{worker_id}").start()
+        return worker
+
+    def attach(self, worker_id: int, sock: socket.socket, process: Any = None) -> Worker:
+        """Adopt a worker spawned by someone else (its end of the channel and its process)."""
+        self._freeze()
+        worker = Worker(self, worker_id, Channel(sock), process)
+        with self._table_lock:
+            self.workers[worker_id] = worker
+        self.io.add_reader(worker.channel.sock, lambda: self._on_readable(worker))
+        self._emit_both("fork", worker)
+        return worker
+
+    def _reap(self, worker: Worker) -> None:
+        code = worker.process.wait()
+        self.io.call_soon(self.worker_exited, worker, code)
+
+    def worker_exited(self, worker: Worker, returncode: int | None) -> None:
+        """The worker's process ended (returncode as subprocess gives it)."""
+        if worker.dead:
+            return
+        worker.dead = True
+        if returncode is not None and returncode < 0:
+            worker.signal_code = signal.Signals(-returncode).name
+        else:
+            worker.exit_code = returncode
+        if worker.exited_after_disconnect is None:
+            worker.exited_after_disconnect = False
+        worker.state = "dead"
+        self._remove_from_handles(worker)
+        if worker.connected:
+            self._disconnected(worker)
+        self._emit_both("exit", worker, worker.exit_code, worker.signal_code)
+        self._forget_if_gone(worker)
+
+    # ---- worker messages (on the I/O thread) ----------------------------------
+
+    def _on_readable(self, worker: Worker) -> None:
+        for _ in range(64):
+            try:
+                received = worker.channel.recv(block=False)
+            except ChannelClosed:
+                self.io.remove_reader(worker.channel.sock)
+                self._disconnected(worker)
+                return
+            if received is None:
+                return
+            message, fds = received
+            try:
+                self._dispatch(worker, message, fds)
+            except Exception:  # noqa: BLE001
+                log.exception("worker %d: message %r failed", worker.id, message.get("act"))
+
+    def _dispatch(self, worker: Worker, message: dict[str, Any], fds: list[int]) -> None:
+        if "user" in message:
+            self._emit_both("message", worker, message["user"], fds)
+            return
+        if worker.channel.dispatch_reply(message, fds):
+            return
+        act = message.get("act")
+        for fd in fds:
+            os.close(fd)
+        if act == "online":
+            worker.state = "online"
+            self._emit_both("online", worker)
+        elif act == "queryServer":
+            self._query_server(worker, message)
+        elif act == "listening":
+            worker.state = "listening"
+            info = message.get("info", {})
+            worker.listening.append(info)
+            self._emit_both("listening", worker, info)
+        elif act == "newconn_ack":
+            handle = self.handles.get(key_of({"family": message["key"][0],
+                                               "address": message["key"][1],
+                                               "v6only": message["key"][2]}))
+            if isinstance(handle, RoundRobinHandle):
+                handle.on_ack(worker, message["seq"], bool(message.get("accepted")))
+        elif act == "close":
+            key = message.get("key")
+            if key:
+                handle = self.handles.get(key_of({"family": key[0], "address": key[1],
+                                                  "v6only": key[2]}))
+                if handle:
+                    handle.remove(worker)
+        elif act == "exitedAfterDisconnect":
+            worker.exited_after_disconnect = True
+            worker.channel.send({"ack": message.get("seq")})
+
+    def _query_server(self, worker: Worker, query: dict[str, Any]) -> None:
+        seq = query.get("seq")
+        if worker.exited_after_disconnect:
+            worker.channel.send({"ack": seq, "errno": errno.ECONNABORTED,
+                                 "error": "the worker is leaving"})
+            return
+        key = key_of(query)
+        try:
+            with self._table_lock:
+                handle = self.handles.get(key)
+                if handle is None:
+                    handle = self._new_handle(key, query)
+                    self.handles[key] = handle
+                reply, fds = handle.add(worker)
+        except OSError as exc:
+            worker.channel.send({"ack": seq, "errno": exc.errno or errno.EINVAL,
+                                 "error": exc.strerror or str(exc)})
+            return
+        reply["policy"] = handle.policy
+        reply["key"] = list(key)
+        worker.channel.send({"ack": seq, **reply}, fds)
+
+    def _new_handle(self, key: tuple[Any, ...], query: dict[str, Any]) -> Handle:
+        policy = self.scheduling_policy
+        if policy == "rr":
+            return RoundRobinHandle(key, query, self.backlog, self.io)
+        if policy == "reuseport":
+            return ReusePortHandle(key, query, self.backlog)
+        return SharedHandle(key, query, self.backlog)
+
+    def _remove_from_handles(self, worker: Worker) -> None:
+        for handle in list(self.handles.values()):
+            handle.remove(worker)
+
+    def _disconnected(self, worker: Worker) -> None:
+        if not worker.connected:
+            return
+        worker.connected = False
+        worker.channel.close()
+        self._remove_from_handles(worker)
+        if worker.state != "dead":
+            worker.state = "disconnected"
+        self._emit_both("disconnect", worker)
+        self._forget_if_gone(worker)
+
+    def _forget_if_gone(self, worker: Worker) -> None:
+        # Node: a worker leaves cluster.workers once it is both disconnected and dead
+        if worker.dead and not worker.connected:
+            with self._table_lock:
+                self.workers.pop(worker.id, None)
+
+    def _emit_both(self, event: str, worker: Worker, *args: Any) -> None:
+        worker.emit(event, *args)
+        self.emit(event, worker, *args)
+
+    # ---- the end ---------------------------------------------------------------
+
+    def disconnect(self, timeout: float | None = None) -> None:
+        """Disconnect every worker and wait (up to timeout) for them to exit; then close
+        the listeners."""
+        workers = list(self.workers.values())
+        done = threading.Event()
+        remaining = {w.id for w in workers if not w.dead}
+
+        def on_exit(worker: Worker, *_: Any) -> None:
+            remaining.discard(worker.id)
+            if not remaining:
+                done.set()
+
+        self.on("exit", on_exit)
+        for worker in workers:
+            worker.disconnect()
+        if remaining:
+            done.wait(timeout)
+        self.off("exit", on_exit)
+        self.close_handles()
+
+    def close_handles(self) -> None:
+        with self._table_lock:
+            handles, self.handles = list(self.handles.values()), {}
+        for handle in handles:
+            if self.io.started:
+                self.io.call_soon(handle.close)
+            else:
+                handle.close()
+
+    def _keep_running(self) -> bool:
+        """Like Node's event loop: live workers keep the primary's process alive."""
+        if threading.main_thread().is_alive():
+            return True
+        return any(not w.dead for w in self.workers.values())
+
+    def _stop_workers_at_exit(self) -> None:
+        live = [w for w in self.workers.values() if not w.dead]
+        for worker in live:
+            worker.kill(signal.SIGTERM)
+        for worker in live:
+            process = worker.process
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                worker.kill(signal.SIGKILL)
+        self.io.stop()
