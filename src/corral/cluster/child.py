@@ -208,6 +208,7 @@ def _bind(self: socket.socket, address: Any) -> None:
         _real_setsockopt(self, socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         _real_bind(self, info.sockname)
         WORKER.sockets[self] = info
+        _report_if_uvloop(info)
         return None
     timeout = self.gettimeout()
     inheritable = self.get_inheritable()
@@ -223,7 +224,15 @@ def _bind(self: socket.socket, address: Any) -> None:
         info.shadow = socket.socket(self.family, socket.SOCK_STREAM)
     self.settimeout(timeout)  # the new file gets the app's blocking mode
     WORKER.sockets[self] = info
+    _report_if_uvloop(info)
     return None
+
+
+def _report_if_uvloop(info: ClusteredSocket) -> None:
+    # uvloop calls listen(2) in C, never socket.listen: the bind is the last we see
+    if _uvloop_running():
+        info.listening = True
+        _report_listening(info)
 
 
 def _listen(self: socket.socket, backlog: int | None = None) -> None:

@@ -223,7 +223,8 @@ class RoundRobinHandle(Handle):
         self.sock.setblocking(False)
         self.free: collections.deque[Worker] = collections.deque()
         self.pending: collections.deque[tuple[socket.socket, Any]] = collections.deque()
-        self.outstanding: dict[int, tuple[Worker, socket.socket, Any]] = {}
+        # (worker id, seq) -> the handed connection, kept until the worker acknowledges it
+        self.outstanding: dict[tuple[int, int], tuple[Worker, socket.socket, Any]] = {}
         self.reading = False
         self.lock = threading.RLock()
         self.handoffs: collections.Counter[int] = collections.Counter()
@@ -287,19 +288,19 @@ class RoundRobinHandle(Handle):
         conn, address = self.pending.popleft()
         self._start_reading()
         seq = worker.next_seq()
-        self.outstanding[seq] = (worker, conn, address)
+        self.outstanding[(worker.id, seq)] = (worker, conn, address)
         try:
             worker.channel.send({"act": "newconn", "key": list(self.key), "seq": seq,
                                  "address": list(address) if isinstance(address, tuple)
                                  else address}, [conn.fileno()])
         except Exception:  # noqa: BLE001 - the worker is going; give the connection back
-            self.outstanding.pop(seq, None)
+            self.outstanding.pop((worker.id, seq), None)
             self.pending.appendleft((conn, address))
             self.remove(worker)
 
     def on_ack(self, worker: Worker, seq: int, accepted: bool) -> None:
         with self.lock:
-            entry = self.outstanding.pop(seq, None)
+            entry = self.outstanding.pop((worker.id, seq), None)
             if entry is None:
                 return
             _, conn, address = entry
@@ -321,9 +322,9 @@ class RoundRobinHandle(Handle):
                 self.free.remove(worker)
             except ValueError:
                 pass
-            for seq, (owner, conn, address) in list(self.outstanding.items()):
+            for key, (owner, conn, address) in list(self.outstanding.items()):
                 if owner is worker:
-                    del self.outstanding[seq]
+                    del self.outstanding[key]
                     self.pending.appendleft((conn, address))
             while self.pending and self.free:
                 self._handoff(self.free.popleft())

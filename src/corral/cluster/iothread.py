@@ -29,6 +29,7 @@ class IOThread:
         self.thread = threading.Thread(target=self._run, name=name, daemon=False)
         self.started = False
         self._timeout: float | None = 0.5
+        self.main_done = False
 
     def start(self) -> None:
         if not self.started:
@@ -39,10 +40,15 @@ class IOThread:
             register = getattr(threading, "_register_atexit", None)
             if register is not None:
                 try:
-                    register(lambda: self.call_soon(lambda: None))
+                    register(self._main_thread_done)
                     self._timeout = None
                 except RuntimeError:
                     pass
+
+    def _main_thread_done(self) -> None:
+        # runs before the main thread is marked stopped: remember it ourselves
+        self.main_done = True
+        self.call_soon(lambda: None)
 
     def in_thread(self) -> bool:
         return threading.current_thread() is self.thread

@@ -202,6 +202,7 @@ class Primary(EventEmitter):
                     self.warnings.append(message)
             self.io.start()
             atexit.register(self._stop_workers_at_exit)
+            self._watch_uncaught()
 
     def worker_argv(self) -> list[str]:
         settings = self.settings
@@ -409,9 +410,24 @@ class Primary(EventEmitter):
             else:
                 handle.close()
 
+    def _watch_uncaught(self) -> None:
+        """An uncaught exception (Ctrl-C's KeyboardInterrupt included) ends the primary and
+        its workers; only a main script that simply ends leaves the workers running."""
+        previous = sys.excepthook
+
+        def hook(*exc_info: Any) -> None:
+            self._aborting = True
+            self.io.call_soon(lambda: None)
+            previous(*exc_info)
+
+        self._aborting = False
+        sys.excepthook = hook
+
     def _keep_running(self) -> bool:
         """Like Node's event loop: live workers keep the primary's process alive."""
-        if threading.main_thread().is_alive():
+        if getattr(self, "_aborting", False):
+            return False
+        if threading.main_thread().is_alive() and not self.io.main_done:
             return True
         return any(not w.dead for w in self.workers.values())
 
