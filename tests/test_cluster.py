@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from clusterkit import SERVERS, PrimaryProcess, get, pid_of
 from conftest import alive, free_port, wait_for
 

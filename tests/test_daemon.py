@@ -18,8 +18,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import Corral, alive, pids_running, wait_for
 from corral.protocol import HEADER, encode, read_frame
+
+from conftest import Corral, alive, pids_running, wait_for
 
 SLEEPER = """
 import os, sys, time
