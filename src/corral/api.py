@@ -96,6 +96,7 @@ class API:
     def __init__(self, home: Home | None = None) -> None:
         self.home = home or home_from_env()
         self._client: Any = None
+        self.notes: list[str] = []  # what spec() decided that the user should hear about
 
     @property
     def client(self) -> Any:
@@ -120,7 +121,8 @@ class API:
         module: bool = False,
         interpreter: str | None = None,
         interpreter_args: Sequence[str] | str = (),
-        instances: str | int = 1,
+        instances: str | int | None = None,
+        exec_mode: str | None = None,
         env: dict[str, str] | None = None,
         **options: Any,
     ) -> AppSpec:
@@ -202,7 +204,7 @@ class API:
         if not options.get("name"):
             options["name"] = default_name
         options = {k: v for k, v in options.items() if v is not None}
-        return AppSpec(
+        spec = AppSpec(
             script=script,
             kind=kind,
             exec_path=exec_path,
@@ -210,11 +212,31 @@ class API:
             interpreter_args=extra_interp_args,
             cwd=workdir,
             env=dict(os.environ if env is None else env),
-            instances=parse_instances(instances),
+            instances=parse_instances(1 if instances is None else instances),
             kill_signal=kill_signal,
             is_python=is_python,
             **options,
         )
+        self._choose_exec_mode(spec, exec_mode, instances is not None)
+        return spec
+
+    def _choose_exec_mode(self, spec: AppSpec, asked: str | None, instances_given: bool
+                          ) -> None:
+        """-i on a Python app means cluster mode (PM2 does so for Node); `fork` opts out;
+        a program that is not Python runs as N fork instances."""
+        from corral.clustermode import is_python_app
+
+        if asked == "fork" or (asked is None and not instances_given):
+            spec.exec_mode = "fork"
+            return
+        if is_python_app(spec):
+            spec.exec_mode = "cluster"
+            return
+        spec.exec_mode = "fork"
+        if spec.instances > 1 or asked == "cluster":
+            self.notes.append(
+                f"{spec.name}: cluster mode runs Python apps only; running {spec.instances} "
+                "fork instance(s), each its own process (they must not share a port)")
 
     # ---- talking to the daemon ---------------------------------------------
 
@@ -260,6 +282,16 @@ class API:
         are gone from it are removed from the app, the config's own variables stay."""
         result: dict[str, Any] = self.client.call(
             "restart", targets=self.targets(names), env=dict(os.environ if env is None else env))
+        return result
+
+    def reload(self, names: Iterable[str | int], parallel: int = 1) -> dict[str, Any]:
+        """Rolling reload (cluster mode); fork-mode apps are restarted."""
+        result: dict[str, Any] = self.client.call("reload", targets=self.targets(names),
+                                                  parallel=parallel)
+        return result
+
+    def scale(self, name: str, count: str | int) -> dict[str, Any]:
+        result: dict[str, Any] = self.client.call("scale", name=name, count=str(count))
         return result
 
     def stop(self, *names: str | int) -> dict[str, Any]:

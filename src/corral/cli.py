@@ -51,8 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with an ecosystem file: apply each app's env_NAME")
     start.add_argument("--only", metavar="A,B", help="with an ecosystem file: only these apps")
     start.add_argument("-n", "--name", help="app name (default: script name without extension)")
-    start.add_argument("-i", "--instances", default="1",
-                       help="number of instances: N, max (or 0) = one per CPU, -N = CPUs minus N")
+    start.add_argument("-i", "--instances",
+                       help="number of instances: N, max (or 0) = one per CPU, -N = CPUs minus "
+                       "N; on a Python app this means cluster mode (one port, N workers)")
+    start.add_argument("--exec-mode", choices=("fork", "cluster"),
+                       help="fork: N separate processes; cluster: N workers sharing the app's "
+                       "ports (default with -i on a Python app)")
+    start.add_argument("--cluster-policy", choices=("shared", "rr", "reuseport"),
+                       help="how cluster workers share a port (default shared; docs/cluster.md)")
+    start.add_argument("--listen-timeout", type=int, metavar="MS",
+                       help="reload: how long to wait for a new worker to listen (default 3000)")
+    start.add_argument("--wait-ready", action="store_true",
+                       help="reload: wait for the worker's corral.ready() instead of listening")
+    start.add_argument("--shutdown-with-message", action="store_true",
+                       help="stop cluster workers with a 'shutdown' message instead of a signal")
     start.add_argument("-m", "--module", action="store_true",
                        help="run SCRIPT as a Python module (python -m SCRIPT)")
     start.add_argument("--interpreter", help="program that runs the script "
@@ -104,7 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
         "stop", "stop apps (SIGINT, SIGKILL after kill_timeout); they stay listed"), False)
     file_options(targets_cmd("restart", "stop then start apps (restart count +1); with an "
                              "ecosystem file, also start its apps that are not registered"), True)
-    file_options(targets_cmd("reload", "reload apps (in fork mode this is a restart)"), True)
+    reload_cmd = targets_cmd("reload", "zero-downtime rolling reload of cluster apps: each "
+                             "new worker starts and listens before the old one stops (in fork "
+                             "mode this is a restart)")
+    reload_cmd.add_argument("--parallel", type=int, default=1, metavar="N",
+                            help="workers replaced at a time (default 1)")
+    file_options(reload_cmd, True)
+    scale = sub.add_parser("scale", help="set an app's number of instances: N, +N or -N",
+                           description="Add or remove instances; new ones copy the first, and "
+                           "the lowest free instance numbers are reused.")
+    scale.add_argument("name")
+    scale.add_argument("count", help="N, +N or -N")
     file_options(targets_cmd("delete", "stop apps and remove them from the list", ("del",)),
                  False)
     for verb in ("startOrRestart", "startOrReload"):
@@ -213,6 +235,19 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
         print_jlist(api.list(env=args.show_env))
     elif command == "start":
         return cmd_start(api, args, app_args)
+    elif command == "reload" and ecosystem_target(args.targets) is None \
+            and not getattr(args, "update_env", False) and not args.env_name:
+        result = api.reload(args.targets, parallel=args.parallel)
+        for name in result["restarted_fork_apps"]:
+            print(f"corral: {name} runs in fork mode, which has no zero-downtime reload; "
+                  "it was restarted", file=sys.stderr)
+        print_table(result["list"])
+        for failure in result["failures"]:
+            print(f"corral: error: {failure}", file=sys.stderr)
+        return 1 if result["failures"] else 0
+    elif command == "scale":
+        result = api.scale(args.name, args.count)
+        print_table(result["list"])
     elif command in ("stop", "restart", "delete", "del", "reset", "reload", "startOrRestart",
                      "startOrReload"):
         action = {"del": "delete", "reload": "restart", "startOrRestart": "restart",
@@ -230,9 +265,6 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
             result = api.restart_update_env(args.targets)
         else:
             result = api.act(action, args.targets)
-        if command == "reload":
-            print("corral: fork mode has no zero-downtime reload; the apps were restarted",
-                  file=sys.stderr)
         print_table(result["list"])
     elif command in ("init", "ecosystem"):
         from corral.templates import write_template
@@ -347,10 +379,6 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     if not args.module and is_ecosystem_file(args.script) and os.path.isfile(args.script):
         loaded = api.load_file(args.script, args.env_name, only_list(args))
         warn(loaded.warnings)
-        for spec in loaded.specs:
-            if spec.requested_exec_mode == "cluster":
-                warn([f"{spec.name}: cluster mode is not built yet; running "
-                      f"{spec.instances} fork instance(s), which must not share a port"])
         result = api.apply(loaded.specs, "start")
         if result["untouched"]:
             names = sorted({r["spec"]["name"] for r in result["list"]
@@ -366,6 +394,11 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
             args.script,
             name=args.name,
             instances=args.instances,
+            exec_mode=args.exec_mode,
+            cluster_policy=args.cluster_policy,
+            listen_timeout_ms=args.listen_timeout,
+            wait_ready=args.wait_ready or None,
+            shutdown_with_message=args.shutdown_with_message or None,
             interpreter=args.interpreter,
             interpreter_args=args.interpreter_args,
             args=app_args,
@@ -396,6 +429,7 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
         result = api.act("restart", [args.script])
         print_table(result["list"])
         return 0
+    warn(api.notes)
     result = api.start(spec)
     print_table(result["list"])
     return 0

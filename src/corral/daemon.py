@@ -229,6 +229,10 @@ class Daemon:
                 data["spec"]["env"] = {}
             cpu, memory = sampled.get(inst.record.pid, (0.0, 0))
             data["monit"] = {"cpu": cpu, "memory": memory}
+            cluster = self.supervisor.clusters.get(inst.record.spec.name)
+            data["cluster_policy"] = cluster.policy if cluster else (
+                inst.record.spec.cluster_policy or "shared")
+            data["attached"] = bool(inst.proc and inst.proc.worker is not None)
             data["log_write_error"] = (inst.out and inst.out.write_error) or (
                 inst.err and inst.err.write_error) or None
             rows.append(data)
@@ -294,7 +298,12 @@ class Daemon:
         started = []
         for spec in specs:
             started += self._add_instances(spec, spec.instances)
+        await self._settled(started)
         return {"started": started, "list": self.view()}
+
+    async def _settled(self, ids: list[int]) -> None:
+        table = self.supervisor.instances
+        await self.supervisor.settled([table[i] for i in ids if i in table])
 
     def _add_instances(self, spec: AppSpec, count: int) -> list[int]:
         """Register `count` new instances of spec and launch them (unless autostart is off)."""
@@ -339,6 +348,7 @@ class Daemon:
             if spec.instances > len(existing):
                 started += self._add_instances(spec, spec.instances - len(existing))
         await asyncio.gather(*jobs)
+        await self._settled(started + restarted)
         self.schedule_save()
         return {"started": started, "restarted": restarted, "untouched": untouched,
                 "list": self.view()}
@@ -354,10 +364,70 @@ class Daemon:
         return {"ids": [i.record.pm_id for i in instances], "list": self.view()}
 
     async def rpc_stop(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
-        return await self._each(targets, "stop")
+        result = await self._each(targets, "stop")
+        self.supervisor.close_idle_clusters()  # a stopped cluster app frees its port
+        return result
+
+    async def rpc_reload(self, targets: list[dict[str, Any]], parallel: int = 1
+                         ) -> dict[str, Any]:
+        """Rolling reload: `parallel` instances at a time (1 by default, PM2 does 2)."""
+        if parallel < 1:
+            raise CorralError(f"--parallel {parallel}: give 1 or more instances at a time")
+        instances = self.resolve(targets)
+        gate = asyncio.Semaphore(parallel)
+
+        async def one(inst: Instance) -> str | None:
+            async with gate:
+                return await self.supervisor.reload(inst)
+
+        failures = [f for f in await asyncio.gather(*(one(i) for i in instances)) if f]
+        forked = sorted({i.record.spec.name for i in instances
+                         if i.record.spec.exec_mode != "cluster"})
+        return {"ids": [i.record.pm_id for i in instances], "failures": failures,
+                "restarted_fork_apps": forked, "list": self.view()}
+
+    async def rpc_scale(self, name: str, count: str) -> dict[str, Any]:
+        """PM2's scale: N, +N or -N instances; new ones copy the first, lowest index reused."""
+        instances = sorted((i for i in self.supervisor.instances.values()
+                            if i.record.spec.name == name), key=lambda i: i.record.pm_id)
+        if not instances:
+            raise CorralError(f"unknown app {name!r}; `corral list` shows what exists")
+        text = str(count).strip()
+        try:
+            number = int(text)
+        except ValueError:
+            raise CorralError(f"scale {name} {text!r}: give a number, +N or -N") from None
+        target = len(instances) + number if text[:1] in "+-" else number
+        if target < 0:
+            raise CorralError(f"scale {name} {text}: {name} has {len(instances)} instances")
+        added: list[int] = []
+        removed: list[int] = []
+        if target > len(instances):
+            template = instances[0].record.spec
+            spec = AppSpec.from_dict(template.to_dict())
+            spec.instances = target
+            for inst in instances:
+                inst.record.spec.instances = target
+            added = self._add_instances(spec, target - len(instances))
+            await self._settled(added)
+        elif target < len(instances):
+            doomed = sorted(instances, key=lambda i: i.record.instance)[target:]
+            await asyncio.gather(*(self.supervisor.delete(i) for i in doomed))
+            removed = [i.record.pm_id for i in doomed]
+            for inst in instances:
+                inst.record.spec.instances = target
+        self.schedule_save()
+        return {"added": added, "removed": removed, "list": self.view()}
 
     async def rpc_restart(self, targets: list[dict[str, Any]],
                           env: dict[str, str] | None = None) -> dict[str, Any]:
+        result = await self._restart(targets, env)
+        await self._settled(result["ids"])
+        result["list"] = self.view()
+        return result
+
+    async def _restart(self, targets: list[dict[str, Any]],
+                       env: dict[str, str] | None = None) -> dict[str, Any]:
         """Restart; with env (--update-env), the shell part of each app's environment is
         replaced by it: variables that are gone are removed, the config's own stay."""
         if env is not None:

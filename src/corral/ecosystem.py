@@ -261,6 +261,8 @@ def load(api: API, path: str, env_name: str | None = None, only: list[str] | Non
         if only and options.get("name") not in only:
             continue
         loaded.specs.append(_build(api, path, folder, index, app, options, env_name, base))
+    loaded.warnings.extend(f"{path}: {note}" for note in api.notes)
+    api.notes.clear()
     return loaded
 
 
@@ -280,7 +282,6 @@ def _build(api: API, path: str, folder: str, index: int, app: dict[str, Any],
     cwd = os.path.join(folder, os.path.expanduser(cwd)) if cwd else folder
     prefix = options.pop("name_prefix", None)
     append = options.pop("append_env_to_name", False)
-    exec_mode = options.pop("exec_mode", None)
     if options.get("name") and prefix:
         options["name"] = f"{prefix}:{options['name']}"
     if append and env_name and options.get("name"):
@@ -301,9 +302,6 @@ def _build(api: API, path: str, folder: str, index: int, app: dict[str, Any],
         raise EcosystemError(f"{path}: {label}: {exc}") from None
     spec.env_overrides = overrides_in
     spec.env_name = env_name
-    if exec_mode == "cluster":
-        spec.exec_mode = "fork"
-        spec.requested_exec_mode = "cluster"
     return spec
 
 

@@ -140,6 +140,9 @@ def describe(row: dict[str, Any], show_env: bool) -> str:
         ("interpreter args", " ".join(spec["interpreter_args"])),
         ("exec cwd", spec["cwd"]),
         ("exec mode", spec["exec_mode"]),
+        *([("cluster policy", row.get("cluster_policy", "")),
+           ("listening", ", ".join(row.get("listening") or []) or "not yet")]
+          if spec["exec_mode"] == "cluster" else []),
         ("out log path", row["out_log_path"]),
         ("error log path", row["err_log_path"]),
         ("autorestart", spec["autorestart"]),

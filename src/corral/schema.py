@@ -175,6 +175,13 @@ def to_exec_mode(value: Any) -> str:
     raise BadValue("expected fork or cluster (or PM2's fork_mode / cluster_mode)")
 
 
+def to_policy(value: Any) -> str:
+    text = to_str(value).lower()
+    if text not in ("shared", "rr", "reuseport"):
+        raise BadValue("expected shared, rr or reuseport")
+    return text
+
+
 def to_watch(value: Any) -> bool | list[str]:
     if isinstance(value, bool):
         return value
@@ -262,9 +269,10 @@ KEYS: dict[str, Key] = {
     "watch_delay": Key("watch_delay_ms", to_ms, pending="watch"),
     "max_memory_restart": Key("max_memory_restart_bytes", to_bytes, pending="memory limit"),
     "cron_restart": Key("cron_restart", to_cron, ("cron",), pending="cron restart"),
-    "listen_timeout": Key("listen_timeout_ms", to_ms, pending="cluster mode"),
-    "wait_ready": Key("wait_ready", to_bool, pending="cluster mode"),
-    "shutdown_with_message": Key("shutdown_with_message", to_bool, pending="cluster mode"),
+    "listen_timeout": Key("listen_timeout_ms", to_ms),
+    "wait_ready": Key("wait_ready", to_bool),
+    "shutdown_with_message": Key("shutdown_with_message", to_bool),
+    "cluster_policy": Key("cluster_policy", to_policy, ("instance_policy",)),
 }
 
 ALIASES = {alias: key for key, spec in KEYS.items() for alias in spec.aliases}

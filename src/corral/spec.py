@@ -54,7 +54,7 @@ class AppSpec:
     # the variables the app's config sets (env, env_<name>, port): kept when the shell
     # environment is replaced by `--update-env`
     env_overrides: dict[str, str] = field(default_factory=dict)
-    requested_exec_mode: str | None = None
+    cluster_policy: str | None = None  # shared | rr | reuseport (None: corral's default)
     # read from ecosystem files now; acted on by the watch, logs and cluster features
     watch: bool | list[str] = False
     ignore_watch: list[str] = field(default_factory=list)
@@ -117,10 +117,12 @@ class InstanceRecord:
     out_log_path: str = ""
     err_log_path: str = ""
     adopted: bool = False
+    listening: list[str] = field(default_factory=list)  # cluster mode: addresses served
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["spec"] = self.spec.to_dict()
+        data["listening"] = list(self.listening)
         return data
 
     @classmethod

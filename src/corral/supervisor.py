@@ -16,13 +16,17 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psutil
 
 from corral import metrics
+from corral.cluster.primary import Worker
+from corral.clustermode import ClusterApp, worker_argv
 from corral.logcapture import StreamCapture, open_child_end
 from corral.paths import Home
 from corral.spec import (
@@ -67,15 +71,46 @@ class IllegalTransition(RuntimeError):
     pass
 
 
+class SpawnError(Exception):
+    """The process could not be started (the message says why)."""
+
+
+def _address_text(info: dict[str, Any]) -> str:
+    if info.get("family") == "unix":
+        return f"unix:{info.get('address')} ({info.get('policy')})"
+    host = info.get("address")
+    host = f"[{host}]" if info.get("family") == "IPv6" else host
+    return f"{host}:{info.get('port')} ({info.get('policy')})"
+
+
+class Proc:
+    """One OS process of an instance (during a reload an instance has two for a moment)."""
+
+    def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None = None,
+                 create_time: float = 0.0) -> None:
+        self.pid = pid
+        self.popen = popen
+        self.create_time = create_time
+        self.exited = asyncio.Event()
+        self.returncode: int | None = None
+        self.worker: Worker | None = None  # its cluster channel, in cluster mode
+        self.listening = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.addresses: list[dict[str, Any]] = []
+
+    @property
+    def alive(self) -> bool:
+        return not self.exited.is_set()
+
+
 class Instance:
-    """Runtime companion of an InstanceRecord: the child, its watchers, its timers."""
+    """Runtime companion of an InstanceRecord: its process, timers, log captures."""
 
     def __init__(self, record: InstanceRecord) -> None:
         self.record = record
-        self.popen: subprocess.Popen[bytes] | None = None
-        self.pidfd: int | None = None
-        self.exited = asyncio.Event()
-        self.exited.set()
+        self.proc: Proc | None = None
+        self.pending: list[Proc] = []  # a reload's new process, until it takes over
+        self.settled: asyncio.Task[None] | None = None  # cluster: launching -> online
         self.restart_timer: asyncio.TimerHandle | None = None
         self.lock = asyncio.Lock()
         self.out: StreamCapture | None = None
@@ -83,7 +118,11 @@ class Instance:
 
     @property
     def alive(self) -> bool:
-        return not self.exited.is_set()
+        return self.proc is not None and self.proc.alive
+
+    async def wait_exit(self) -> None:
+        if self.proc is not None:
+            await self.proc.exited.wait()
 
 
 class Supervisor:
@@ -93,6 +132,7 @@ class Supervisor:
         self.loop = asyncio.get_running_loop()
         self.instances: dict[int, Instance] = {}
         self.next_id = 0
+        self.clusters: dict[str, ClusterApp] = {}
 
     # ---- the state machine -------------------------------------------------
 
@@ -127,7 +167,7 @@ class Supervisor:
         """Default files carry the id; a configured file gets `-<id>` too when the app has
         several instances, unless merge_logs (PM2's rule)."""
         base = safe_name(spec.name)
-        several = spec.instances > 1 or spec.requested_exec_mode == "cluster"
+        several = spec.instances > 1 or spec.exec_mode == "cluster"
 
         def configured(path: str) -> str:
             if path == "/dev/null" or not several or spec.merge_logs:
@@ -190,111 +230,194 @@ class Supervisor:
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
-    def launch(self, inst: Instance) -> None:
-        """Start the instance's process now."""
+    def cluster_of(self, spec: AppSpec) -> ClusterApp:
+        app = self.clusters.get(spec.name)
+        if app is None:
+            app = ClusterApp(spec.name, spec.cluster_policy, self.loop, self._cluster_event)
+            self.clusters[spec.name] = app
+        return app
+
+    def spawn(self, inst: Instance) -> Proc:
+        """Start one process for the instance (fork or cluster mode); OSError/ValueError."""
         rec = inst.record
         spec = rec.spec
-        self._cancel_timer(inst)
-        self.transition(inst, LAUNCHING)
-        argv = spec.argv()
+        env = self.child_env(rec)
+        pass_fds: tuple[int, ...] = ()
+        cluster = None
+        if spec.exec_mode == "cluster":
+            cluster = self.cluster_of(spec)
+            worker_id, parent_end, child_end = cluster.prepare(env)
+            pass_fds = (child_end.fileno(),)
+            argv = worker_argv(spec, sys.executable)
+        else:
+            argv = spec.argv()
         out_fd = open_child_end(self._fifo(rec.pm_id, "out"))
         err_fd = open_child_end(self._fifo(rec.pm_id, "err"))
         try:
             popen = subprocess.Popen(
                 argv,
                 cwd=spec.cwd or None,
-                env=self.child_env(rec),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out_fd,
                 stderr=err_fd,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=pass_fds,
             )
         except (OSError, ValueError) as exc:
             reason = f"cannot start {argv[0]}: {getattr(exc, 'strerror', None) or exc}"
             os.write(err_fd, f"corral: {reason}\n".encode())
-            rec.pid = 0
-            self.transition(inst, ERRORED, reason)
-            return
+            if cluster is not None:
+                parent_end.close()
+            raise SpawnError(reason) from None
         finally:
             os.close(out_fd)
             os.close(err_fd)
-        inst.popen = popen
-        rec.pid = popen.pid
-        rec.pid_create_time = metrics.create_time(popen.pid)
-        rec.pm_uptime = now_ms()
-        rec.adopted = False
+            if cluster is not None:
+                child_end.close()
+        proc = Proc(popen.pid, popen, metrics.create_time(popen.pid))
+        if cluster is not None:
+            proc.worker = cluster.attach(worker_id, parent_end, popen)
+        self._watch_exit(inst, proc)
+        return proc
+
+    def launch(self, inst: Instance) -> None:
+        """Start the instance's process now."""
+        rec = inst.record
+        self._cancel_timer(inst)
+        self.transition(inst, LAUNCHING)
+        try:
+            proc = self.spawn(inst)
+        except SpawnError as exc:
+            rec.pid = 0
+            self.transition(inst, ERRORED, str(exc))
+            return
+        self._make_current(inst, proc)
         rec.reason = None
-        self._watch_exit(inst, popen.pid)
-        self.transition(inst, ONLINE)
+        if rec.spec.exec_mode == "cluster":
+            # online once the worker listens (or calls corral.ready() with wait_ready), as a
+            # Node worker under PM2; a worker that never listens is online after listen_timeout
+            inst.settled = self.loop.create_task(self._settle(inst, proc))
+        else:
+            self.transition(inst, ONLINE)
+
+    async def _settle(self, inst: Instance, proc: Proc) -> None:
+        spec = inst.record.spec
+        waiter = proc.ready if spec.wait_ready else proc.listening
+        await _first(self.loop, spec.listen_timeout_ms / 1000, waiter.wait(),
+                     proc.exited.wait())
+        if inst.proc is proc and proc.alive and inst.record.status == LAUNCHING:
+            self.transition(inst, ONLINE)
+
+    async def settled(self, instances: list[Instance]) -> None:
+        """Wait until freshly launched cluster instances are online (or gave up)."""
+        tasks = [i.settled for i in instances if i.settled is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def _make_current(self, inst: Instance, proc: Proc) -> None:
+        rec = inst.record
+        inst.proc = proc
+        rec.pid = proc.pid
+        rec.pid_create_time = proc.create_time
+        rec.pm_uptime = now_ms()
+        rec.adopted = proc.popen is None
+        rec.listening = [_address_text(a) for a in proc.addresses]
 
     def adopt(self, inst: Instance) -> bool:
         """Take back a process left by a previous daemon; False if it is gone."""
         rec = inst.record
         if not metrics.is_same_process(rec.pid, rec.pid_create_time):
             return False
-        inst.popen = None
+        proc = Proc(rec.pid, None, rec.pid_create_time)
+        inst.proc = proc
         rec.adopted = True
-        self._watch_exit(inst, rec.pid)
+        self._watch_exit(inst, proc)
         log.info("%s (id %d): adopted pid %d", rec.spec.name, rec.pm_id, rec.pid)
         return True
 
-    def _watch_exit(self, inst: Instance, pid: int) -> None:
-        inst.exited = asyncio.Event()
+    def _watch_exit(self, inst: Instance, proc: Proc) -> None:
         try:
-            fd = os.pidfd_open(pid)
+            fd = os.pidfd_open(proc.pid)
         except (AttributeError, OSError):
-            self._watch_exit_thread(inst, pid)
+            self._watch_exit_thread(inst, proc)
             return
-        inst.pidfd = fd
 
         def ready() -> None:
             self.loop.remove_reader(fd)
             os.close(fd)
-            inst.pidfd = None
-            self._reaped(inst, pid)
+            self._reaped(inst, proc)
 
         self.loop.add_reader(fd, ready)
 
-    def _watch_exit_thread(self, inst: Instance, pid: int) -> None:
+    def _watch_exit_thread(self, inst: Instance, proc: Proc) -> None:
         """Fallback where pidfd is missing: a thread that blocks until the exit."""
 
         def wait() -> None:
-            if inst.popen is not None:
-                inst.popen.wait()
+            if proc.popen is not None:
+                proc.popen.wait()
             else:
                 try:
-                    psutil.Process(pid).wait()
+                    psutil.Process(proc.pid).wait()
                 except psutil.NoSuchProcess:
                     pass
-            self.loop.call_soon_threadsafe(self._reaped, inst, pid)
+            self.loop.call_soon_threadsafe(self._reaped, inst, proc)
 
         threading.Thread(target=wait, daemon=True).start()
 
-    def _reaped(self, inst: Instance, pid: int) -> None:
+    def _reaped(self, inst: Instance, proc: Proc) -> None:
         rec = inst.record
         code: int | None = None
-        if inst.popen is not None and inst.popen.pid == pid:
-            code = inst.popen.wait()
-            inst.popen = None
-        if rec.pid != pid:
-            return
+        if proc.popen is not None:
+            code = proc.popen.wait()
+        proc.returncode = code
+        proc.exited.set()
+        if proc.worker is not None:
+            cluster = self.clusters.get(rec.spec.name)
+            if cluster is not None:
+                cluster.exited(proc.worker, code)
+        if inst.proc is not proc:
+            return  # a reload's old (or failed new) process: not the instance's
         for capture in (inst.out, inst.err):
             if capture is not None:
                 capture.drain()
         rec.pid = 0
         rec.pid_create_time = 0.0
+        rec.listening = []
         if code is None:
             rec.exit_code, rec.exit_signal = None, None
         elif code < 0:
             rec.exit_code, rec.exit_signal = None, signal.Signals(-code).name
         else:
             rec.exit_code, rec.exit_signal = code, None
-        inst.exited.set()
         self.on_change()
         if rec.status == STOPPING:
             return  # stop() finishes the transition
         self._after_exit(inst, code)
+
+    def _cluster_event(self, event: str, worker: Worker, *args: Any) -> None:
+        """An event of a cluster worker, on the daemon's loop."""
+        for inst in self.instances.values():
+            proc = inst.proc
+            procs = [p for p in (proc, *inst.pending) if p is not None]
+            for candidate in procs:
+                if candidate.worker is worker:
+                    self._on_worker_event(inst, candidate, event, *args)
+                    return
+
+    def _on_worker_event(self, inst: Instance, proc: Proc, event: str, *args: Any) -> None:
+        if event == "listening":
+            proc.addresses.append(args[0])
+            proc.listening.set()
+            if inst.proc is proc:
+                inst.record.listening = [_address_text(a) for a in proc.addresses]
+                self.on_change()
+        elif event == "message":
+            message = args[0]
+            if message == "ready" or (isinstance(message, dict)
+                                      and message.get("corral") == "ready"):
+                proc.ready.set()
 
     def _after_exit(self, inst: Instance, code: int | None) -> None:
         """PM2's exit policy: stop, restart (maybe after a delay), or errored."""
@@ -367,25 +490,43 @@ class Supervisor:
                 self.transition(inst, STOPPED, reason)
             return
         if rec.status == STOPPING:
-            await inst.exited.wait()
+            await inst.wait_exit()
             return
         self.transition(inst, STOPPING, reason)
-        pid = rec.pid
-        spec = rec.spec
-        timeout = spec.kill_timeout_ms / 1000
-        tree = metrics.descendants(pid)
-        self._signal_tree(pid, tree, signal.Signals[spec.kill_signal])
-        done = await self._wait_tree(inst, tree, timeout)
-        if not done:
-            log.info("%s (id %d): still alive after %s ms, SIGKILL", spec.name, rec.pm_id,
-                     spec.kill_timeout_ms)
-            tree = _alive(tree) + metrics.descendants(pid)
-            self._signal_tree(pid, tree, signal.SIGKILL)
-            done = await self._wait_tree(inst, tree, timeout)
-        if not inst.alive:
+        proc = inst.proc
+        assert proc is not None
+        if await self.terminate(inst, proc):
             self.transition(inst, STOPPED, reason)
         else:
-            self.transition(inst, ERRORED, f"could not be stopped: pid {pid} survived SIGKILL")
+            self.transition(inst, ERRORED,
+                            f"could not be stopped: pid {proc.pid} survived SIGKILL")
+
+    async def terminate(self, inst: Instance, proc: Proc) -> bool:
+        """End one process and its tree: (cluster: quiet its listeners first) the kill
+        signal or the shutdown message, SIGKILL after kill_timeout. True when it is gone."""
+        spec = inst.record.spec
+        pid = proc.pid
+        timeout = spec.kill_timeout_ms / 1000
+        tree = metrics.descendants(pid)
+        if proc.worker is not None and spec.name in self.clusters:
+            # no new connections for a worker that is leaving; it finishes what it has
+            cluster = self.clusters[spec.name]
+            await self.loop.run_in_executor(None, cluster.primary.quiet, proc.worker)
+        if spec.shutdown_with_message and proc.worker is not None and proc.worker.connected:
+            try:
+                proc.worker.send("shutdown")
+            except Exception:  # noqa: BLE001 - a closed channel: fall back to the signal
+                self._signal_tree(pid, tree, signal.Signals[spec.kill_signal])
+        else:
+            self._signal_tree(pid, tree, signal.Signals[spec.kill_signal])
+        done = await self._wait_tree(proc, tree, timeout)
+        if not done:
+            log.info("%s (id %d): pid %d still alive after %s ms, SIGKILL", spec.name,
+                     inst.record.pm_id, pid, spec.kill_timeout_ms)
+            tree = _alive(tree) + metrics.descendants(pid)
+            self._signal_tree(pid, tree, signal.SIGKILL)
+            await self._wait_tree(proc, tree, timeout)
+        return not proc.alive
 
     @staticmethod
     def _signal_tree(pid: int, tree: list[psutil.Process], sig: signal.Signals) -> None:
@@ -399,11 +540,11 @@ class Supervisor:
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
 
-    async def _wait_tree(self, inst: Instance, tree: list[psutil.Process], timeout: float) -> bool:
+    async def _wait_tree(self, proc: Proc, tree: list[psutil.Process], timeout: float) -> bool:
         """Wait until the main process and every process of the tree are gone."""
         deadline = self.loop.time() + timeout
         try:
-            await asyncio.wait_for(inst.exited.wait(), timeout)
+            await asyncio.wait_for(proc.exited.wait(), timeout)
         except asyncio.TimeoutError:
             return False
         while _alive(tree):
@@ -416,15 +557,70 @@ class Supervisor:
 
     async def restart(self, inst: Instance) -> None:
         async with inst.lock:
-            await self.stop(inst, "restart requested")
+            await self._restart(inst)
+
+    async def _restart(self, inst: Instance) -> None:
+        await self.stop(inst, "restart requested")
+        rec = inst.record
+        if rec.status == ERRORED and inst.alive:
+            return
+        self._reset_counters(rec)
+        rec.restart_time += 1
+        self.launch(inst)
+
+    @staticmethod
+    def _reset_counters(rec: InstanceRecord) -> None:
+        rec.created_at = now_ms()
+        rec.unstable_restarts = 0
+        rec.prev_restart_delay_ms = 0
+
+    async def reload(self, inst: Instance) -> str | None:
+        """Replace a cluster worker without a gap: start the new process, wait until it
+        listens (or calls corral.ready() with wait_ready) within listen_timeout, then stop
+        the old one. Fork mode: a restart. Returns why it failed, or None."""
+        async with inst.lock:
             rec = inst.record
-            if rec.status == ERRORED and inst.alive:
-                return
-            rec.created_at = now_ms()
-            rec.unstable_restarts = 0
-            rec.prev_restart_delay_ms = 0
+            spec = rec.spec
+            if spec.exec_mode != "cluster" or rec.status != ONLINE or inst.proc is None:
+                await self._restart(inst)
+                return None
+            old = inst.proc
+            try:
+                new = self.spawn(inst)
+            except SpawnError as exc:
+                return f"{spec.name} (id {rec.pm_id}): {exc}; the old worker keeps serving"
+            inst.pending.append(new)
+            signal_name = "corral.ready()" if spec.wait_ready else "listening"
+            waiter = new.ready if spec.wait_ready else new.listening
+            try:
+                came = await _first(self.loop, spec.listen_timeout_ms / 1000,
+                                    waiter.wait(), new.exited.wait())
+            finally:
+                inst.pending.remove(new)
+            if not new.alive or (not came and not new.alive):
+                rc = new.returncode
+                how = (f"killed by {signal.Signals(-rc).name}" if rc is not None and rc < 0
+                       else f"exited with code {rc}")
+                failure = (f"{spec.name} (id {rec.pm_id}): reload failed: the new worker "
+                           f"{how} before {signal_name}; the old worker keeps serving "
+                           f"(see {rec.err_log_path})")
+                rec.reason = failure
+                log.warning(failure)
+                self.on_change()
+                return failure
+            if not came:
+                log.warning("%s (id %d): the new worker gave no %s within %d ms; replacing the "
+                            "old one anyway (as PM2 does)", spec.name, rec.pm_id, signal_name,
+                            spec.listen_timeout_ms)
+            self._make_current(inst, new)
+            self._reset_counters(rec)
             rec.restart_time += 1
-            self.launch(inst)
+            rec.reason = None
+            self.on_change()
+            log.info("%s (id %d): pid %d took over from pid %d", spec.name, rec.pm_id, new.pid,
+                     old.pid)
+            await self.terminate(inst, old)
+            return None
 
     async def start_stopped(self, inst: Instance) -> None:
         async with inst.lock:
@@ -458,7 +654,16 @@ class Supervisor:
         self.instances.pop(rec.pm_id, None)
         if not self.instances:
             self.next_id = 0
+        self.close_idle_clusters()
         self.on_change()
+
+    def close_idle_clusters(self) -> None:
+        """Close the listeners of cluster apps that have no running instance left."""
+        for name, cluster in list(self.clusters.items()):
+            if not any(i.alive or i.record.status == WAITING for i in self.instances.values()
+                       if i.record.spec.name == name):
+                cluster.close()
+                del self.clusters[name]
 
     # ---- a previous daemon's table ----------------------------------------
 
@@ -493,6 +698,18 @@ class Supervisor:
                 rec.status = STOPPED
         self.on_change()
         return to_start
+
+
+async def _first(loop: asyncio.AbstractEventLoop, timeout: float, *waits: Any) -> bool:
+    """Wait for the first of several coroutines; False on timeout. The others are cancelled."""
+    tasks = [loop.create_task(w) for w in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        return bool(done) and tasks[0] in done
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _alive(tree: list[psutil.Process]) -> list[psutil.Process]:

@@ -442,6 +442,10 @@ def _reader(worker: WorkerSide) -> None:
                 pass
             elif message.get("act") == "newconn":
                 _on_newconn(message, fds)
+            elif message.get("act") == "quiet":
+                for sock, info in list(worker.sockets.items()):
+                    stop_accepting(sock, info)
+                channel.send({"ack": message.get("seq")})
             elif message.get("act") == "disconnect":
                 worker._leave(primary_initiated=True)
                 return

@@ -133,8 +133,12 @@ class Worker(EventEmitter):
 class Primary(EventEmitter):
     """One cluster: its settings, workers and listeners."""
 
-    def __init__(self, policy: str | None = None, backlog: int = DEFAULT_BACKLOG) -> None:
+    def __init__(self, policy: str | None = None, backlog: int = DEFAULT_BACKLOG,
+                 standalone: bool = True) -> None:
+        """standalone: a script's own primary (Node's lifetime rules, stop workers at exit);
+        corral's daemon passes False and manages its workers' lives itself."""
         super().__init__()
+        self.standalone = standalone
         self.scheduling_policy = check_policy(
             policy or os.environ.get(ENV_POLICY) or DEFAULT_POLICY)
         self.backlog = backlog
@@ -201,8 +205,9 @@ class Primary(EventEmitter):
                     warnings.warn(message, RuntimeWarning, stacklevel=3)
                     self.warnings.append(message)
             self.io.start()
-            atexit.register(self._stop_workers_at_exit)
-            self._watch_uncaught()
+            if self.standalone:
+                atexit.register(self._stop_workers_at_exit)
+                self._watch_uncaught()
 
     def worker_argv(self) -> list[str]:
         settings = self.settings
@@ -237,6 +242,19 @@ class Primary(EventEmitter):
         threading.Thread(target=self._reap, args=(worker,), daemon=True,
                          name=f"corral-cluster-reap-{worker_id}").start()
         return worker
+
+    def next_worker_id(self) -> int:
+        return next(self._ids)
+
+    def quiet(self, worker: Worker, timeout: float = 2.0) -> None:
+        """Stop giving a worker connections and have it quiet its listeners (before a stop):
+        rr takes it off the free list; shared points its fd at a listener nobody knows."""
+        self._remove_from_handles(worker)
+        if worker.connected:
+            try:
+                worker.channel.request({"act": "quiet"}, timeout=timeout)
+            except (ChannelClosed, TimeoutError):
+                pass
 
     def attach(self, worker_id: int, sock: socket.socket, process: Any = None) -> Worker:
         """Adopt a worker spawned by someone else (its end of the channel and its process)."""
@@ -425,6 +443,8 @@ class Primary(EventEmitter):
 
     def _keep_running(self) -> bool:
         """Like Node's event loop: live workers keep the primary's process alive."""
+        if not self.standalone:
+            return True
         if getattr(self, "_aborting", False):
             return False
         if threading.main_thread().is_alive() and not self.io.main_done:

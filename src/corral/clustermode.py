@@ -1,0 +1,103 @@
+"""Cluster mode in the daemon: one corral.cluster Primary per app.
+
+The daemon is the primary, as PM2's daemon is for Node: the app's listeners
+live here for the app's whole life, so a worker's crash, restart or reload
+never closes them. This module builds a cluster worker's command line and
+environment and turns the primary's events (they happen on its I/O thread)
+into calls on the daemon's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+import shutil
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from corral.cluster.primary import (
+    ENV_IPC_FD,
+    ENV_POLICY,
+    ENV_WORKER_ID,
+    Channel,
+    Primary,
+    Worker,
+    check_policy,
+)
+from corral.cluster.worker import is_python_file
+from corral.spec import AppSpec
+
+log = logging.getLogger("corral.cluster")
+
+DEFAULT_POLICY = "shared"
+
+
+def is_python_app(spec: AppSpec) -> bool:
+    """Can this app run as cluster workers (is it Python, through our bootstrap)?"""
+    if spec.kind == "module" or spec.is_python:
+        return True
+    if spec.kind == "shell":
+        try:
+            first = shlex.split(spec.script)[0]
+        except (ValueError, IndexError):
+            return False
+        path = shutil.which(first, path=os.path.dirname(spec.interpreter or "") or None) \
+            or shutil.which(first)
+        return path is not None and is_python_file(path)
+    if spec.kind == "binary":
+        return is_python_file(spec.exec_path)
+    return False
+
+
+def worker_argv(spec: AppSpec, python: str) -> list[str]:
+    """The command line of one cluster worker: our bootstrap, then the app."""
+    interpreter = spec.interpreter if spec.interpreter and spec.kind != "shell" else python
+    boot = [interpreter, *spec.interpreter_args, "-m", "corral.cluster.worker"]
+    if spec.kind == "module":
+        return [*boot, "-m", "--", spec.script, *spec.args]
+    if spec.kind == "shell":
+        words = shlex.split(spec.script)
+        return [*boot, "--", *words, *spec.args]
+    return [*boot, "--", spec.exec_path, *spec.args]
+
+
+class ClusterApp:
+    """The primary of one app, wired to the daemon's loop."""
+
+    def __init__(self, name: str, policy: str | None, loop: asyncio.AbstractEventLoop,
+                 on_event: Callable[..., None]) -> None:
+        self.name = name
+        self.policy = check_policy(policy or os.environ.get(ENV_POLICY) or DEFAULT_POLICY)
+        self.loop = loop
+        self.primary = Primary(policy=self.policy, standalone=False)
+        self.primary.setup_primary(exec="", args=[])
+        for event in ("online", "listening", "message", "disconnect"):
+            self.primary.on(event, self._relay(event, on_event))
+
+    def _relay(self, event: str, on_event: Callable[..., None]) -> Callable[..., None]:
+        def relay(worker: Worker, *args: Any) -> None:
+            self.loop.call_soon_threadsafe(on_event, event, worker, *args)
+        return relay
+
+    def prepare(self, env: dict[str, str]) -> tuple[int, socket.socket, socket.socket]:
+        """A worker id and a channel for the next worker; fills its environment."""
+        worker_id = self.primary.next_worker_id()
+        parent_end, child_end = Channel.pair()
+        env[ENV_WORKER_ID] = str(worker_id)
+        env[ENV_IPC_FD] = str(child_end.fileno())
+        env[ENV_POLICY] = self.policy
+        env["CORRAL_CLUSTER_ORPHAN"] = "keep"
+        return worker_id, parent_end, child_end
+
+    def attach(self, worker_id: int, parent_end: socket.socket, process: Any) -> Worker:
+        return self.primary.attach(worker_id, parent_end, process)
+
+    def exited(self, worker: Worker, returncode: int | None) -> None:
+        self.primary.io.call_soon(self.primary.worker_exited, worker, returncode)
+
+    def close(self) -> None:
+        self.primary.close_handles()
+        self.primary.io.stop()
