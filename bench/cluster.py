@@ -20,7 +20,7 @@ What it does:
     corral.cluster running uvicorn_run.py (uvicorn.run(), one process) x2 through the bind
     hook; `gunicorn -w 2` (sync) vs corral.cluster running `gunicorn -w 1` x2 through
     LISTEN_FDS (setup_primary(exec=gunicorn, listen=[...])); one-process references;
-  * every config: a 2 s wrk warm-up, then 3 runs of `wrk -t2 -c64 -d6s --latency`; medians
+  * every config: a 2 s wrk warm-up, then 3 runs of `wrk -t2 -c64 -d5s --latency`; medians
     (min-max) of requests/s, p99 latency, socket errors; CPU % of the started process, of its
     descendants and of wrk; the split of the requests between worker pids: every server
     counts its requests per process and writes the total to a file named after its pid
@@ -501,10 +501,11 @@ class Bench:
         config = running.config
         self.wrk(running.port, conn, a.warmup)
         runs = []
+        after: dict[int, int] | None = None
         for i in range(a.runs):
             kids = running.record_pids()
             root = running.proc.pid
-            before = running.settled_counts()
+            before = after if after is not None else running.settled_counts()
             cpu0 = {p: cpu_ticks(p) for p in [root, *kids]}
             exits_before = sum(e.get("event") == "exit" for e in running.events)
             t0 = time.monotonic()
@@ -778,7 +779,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="2 s runs, 1 run per config, 1 s warm-up (a smoke test)")
-    parser.add_argument("--duration", type=float, help="seconds per wrk run (default 6)")
+    parser.add_argument("--duration", type=float, help="seconds per wrk run (default 5)")
     parser.add_argument("--runs", type=int, help="measured runs per config (default 3)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds (default 2)")
     parser.add_argument("--threads", type=int, default=2, help="wrk -t (default 2)")
@@ -792,7 +793,7 @@ def main() -> int:
                         help="folder for the JSON of raw results (default bench/out)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     args = parser.parse_args()
-    args.duration = args.duration or (2.0 if args.quick else 6.0)
+    args.duration = args.duration or (2.0 if args.quick else 5.0)
     args.runs = args.runs or (1 if args.quick else 3)
     args.warmup = args.warmup or (1.0 if args.quick else 2.0)
     if not sys.platform.startswith("linux"):

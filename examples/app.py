@@ -17,6 +17,8 @@ class Hello(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:  # the client asked for Connection: close: say we do
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
@@ -25,7 +27,7 @@ class Hello(BaseHTTPRequestHandler):
 
 
 class Server(ThreadingHTTPServer):
-    daemon_threads = True
+    daemon_threads = False  # on Ctrl-C, finish the requests in hand before exiting
 
 
 def main() -> None:

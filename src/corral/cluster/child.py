@@ -41,6 +41,8 @@ _real_getsockname = socket.socket.getsockname
 _real_setsockopt = socket.socket.setsockopt
 _real_getsockopt = socket.socket.getsockopt
 _real_shutdown = socket.socket.shutdown
+_real_send = socket.socket.send
+_real_sendall = socket.socket.sendall
 
 _STREAM = socket.SOCK_STREAM
 _TYPE_MASK = ~(getattr(socket, "SOCK_NONBLOCK", 0) | getattr(socket, "SOCK_CLOEXEC", 0))
@@ -100,6 +102,7 @@ class WorkerSide(EventEmitter):
         self.state = "disconnecting"
         for sock, info in list(self.sockets.items()):
             stop_accepting(sock, info)
+        start_draining()
         if not primary_initiated:
             try:
                 self.channel.request({"act": "exitedAfterDisconnect"}, timeout=5)
@@ -303,8 +306,12 @@ def _shutdown(self: socket.socket, how: int) -> None:
 
 def _accept(self: socket.socket) -> tuple[socket.socket, Any]:
     info = _clustered(self)
-    if info is None or info.policy != "rr":
+    if info is None:
         return _real_accept(self)
+    if info.policy != "rr":
+        conn, address = _real_accept(self)
+        _track(conn, address)
+        return conn, address
     timeout = self.gettimeout()
     with info.cond:
         if not info.queue:
@@ -330,7 +337,159 @@ def _accept(self: socket.socket) -> tuple[socket.socket, Any]:
         conn.setblocking(True)
     if isinstance(address, list):
         address = tuple(address)
+    _track(conn, address)
     return conn, address
+
+
+# ---- draining keep-alive connections when the worker leaves ----------------------
+
+_tracked: dict[int, tuple[weakref.ref[socket.socket], Any]] = {}
+_tracked_lock = threading.Lock()
+_drainer: threading.Thread | None = None
+
+
+def _track(conn: socket.socket, address: Any) -> None:
+    """Remember a connection this worker accepted from a clustered listener."""
+    with _tracked_lock:
+        _tracked[id(conn)] = (weakref.ref(conn), address)
+
+
+_draining = False
+_closing_said: set[int] = set()  # ids of connections whose last response said close
+_GRACE_S = 1.0  # then idle connections are shut even if no response could say so
+
+
+def _send(self: socket.socket, data: Any, flags: int = 0) -> int:
+    if _draining and id(self) in _tracked and id(self) not in _closing_said:
+        changed = _say_close(self, data)
+        if changed is not None:
+            _push(self, changed, flags)
+            return len(data)
+    return _real_send(self, data, flags)
+
+
+def _sendall(self: socket.socket, data: Any, flags: int = 0) -> None:
+    if _draining and id(self) in _tracked and id(self) not in _closing_said:
+        changed = _say_close(self, data)
+        if changed is not None:
+            data = changed
+    return _real_sendall(self, data, flags)
+
+
+def _say_close(conn: socket.socket, data: Any) -> bytes | None:
+    """The HTTP/1.1 response head in `data` with `Connection: close` added, or None.
+
+    Only while the worker is leaving: the client then ends a keep-alive connection
+    itself after this response, so no request of its races our closing it.
+    """
+    head = bytes(data[:8192])
+    if not head.startswith(b"HTTP/1.1 "):
+        return None
+    end = head.find(b"\r\n\r\n")
+    first = head.find(b"\r\n")
+    if end < 0 or first < 0:
+        return None
+    lower = head[:end].lower()
+    if b"\r\nconnection:" in lower:
+        if b"\r\nconnection: close" in lower:
+            _closing_said.add(id(conn))
+        return None
+    _closing_said.add(id(conn))
+    raw = bytes(data)
+    return raw[:first + 2] + b"Connection: close\r\n" + raw[first + 2:]
+
+
+def _push(conn: socket.socket, data: bytes, flags: int) -> None:
+    """Send all of data, waiting (briefly) on a non-blocking socket: a response head."""
+    import select
+
+    view = memoryview(data)
+    deadline = 5.0
+    while view:
+        try:
+            sent = _real_send(conn, view, flags)
+        except (BlockingIOError, InterruptedError):
+            if not select.select([], [conn], [], deadline)[1]:
+                raise TimeoutError("could not send the response head") from None
+            continue
+        view = view[sent:]
+
+
+def start_draining() -> None:
+    """Once the worker takes no new connections, end its keep-alive connections.
+
+    The next HTTP/1.1 response on each says `Connection: close`, so the client ends the
+    connection itself and sends nothing more on it; then, with no request bytes waiting,
+    the connection is shut for reading, so the server's next read sees the end of the
+    stream and it closes. Connections that had no response to carry the word within a
+    second are shut the same way when idle. The server's code is not touched.
+    """
+    global _drainer, _draining
+    if _drainer is not None:
+        return
+    _draining = True
+    _drainer = threading.Thread(target=_drain_loop, daemon=True, name="corral-cluster-drain")
+    _drainer.start()
+
+
+def _drain_loop() -> None:
+    import time
+
+    started = time.monotonic()
+    while True:
+        with _tracked_lock:
+            entries = list(_tracked.items())
+        if not entries:
+            return
+        late = time.monotonic() - started > _GRACE_S
+        for key, (ref, address) in entries:
+            conn = ref()
+            if conn is None or conn.fileno() < 0:
+                done = True
+            elif key in _closing_said or late:
+                # the client was told (or had its chance): an idle connection can go
+                done = _drain_one(conn, address)
+            else:
+                done = False
+            if done:
+                with _tracked_lock:
+                    _tracked.pop(key, None)
+        time.sleep(0.005)
+
+
+def _drain_one(conn: socket.socket, address: Any) -> bool:
+    """True when the connection is done with (closed by the peer, or now shut for reading)."""
+    fd = conn.fileno()
+    if fd < 0:
+        return True
+    try:
+        probe = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return True
+    try:
+        try:
+            peer = probe.getpeername()
+        except OSError:
+            return True
+        if address and isinstance(peer, tuple) and tuple(peer[:2]) != tuple(address)[:2]:
+            return True  # the fd was closed and reused meanwhile: not ours any more
+        try:
+            waiting = probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            waiting = None
+        except OSError:
+            return True
+        if waiting == b"":
+            return True  # the client closed it
+        if waiting:
+            return False  # a request is waiting: let the server read it first
+        try:
+            _real_shutdown(probe, socket.SHUT_RD)
+        except OSError:
+            pass
+        return True
+    finally:
+        probe.close()
 
 
 def _close(self: socket.socket) -> None:
@@ -445,6 +604,7 @@ def _reader(worker: WorkerSide) -> None:
             elif message.get("act") == "quiet":
                 for sock, info in list(worker.sockets.items()):
                     stop_accepting(sock, info)
+                start_draining()
                 channel.send({"ack": message.get("seq")})
             elif message.get("act") == "disconnect":
                 worker._leave(primary_initiated=True)
@@ -475,6 +635,8 @@ def install_hook() -> None:
     socket.socket.setsockopt = _setsockopt  # type: ignore[method-assign,assignment]
     socket.socket.getsockopt = _getsockopt  # type: ignore[method-assign,assignment]
     socket.socket.shutdown = _shutdown  # type: ignore[method-assign,assignment]
+    socket.socket.send = _send  # type: ignore[method-assign,assignment]
+    socket.socket.sendall = _sendall  # type: ignore[method-assign,assignment]
 
 
 def setup() -> WorkerSide:

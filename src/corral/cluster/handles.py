@@ -79,7 +79,9 @@ class Handle:
     def add(self, worker: Worker) -> tuple[dict[str, Any], list[int]]:
         raise NotImplementedError
 
-    def remove(self, worker: Worker) -> None:
+    def remove(self, worker: Worker, requeue: bool = True) -> None:
+        """The worker takes no more connections. requeue=False when it is still alive and
+        will answer for what it was handed (a quiet worker before its stop)."""
         self.workers.pop(worker.id, None)
 
     def close(self) -> None:
@@ -314,14 +316,20 @@ class RoundRobinHandle(Handle):
             while self.pending and self.free:
                 self._handoff(self.free.popleft())
 
-    def remove(self, worker: Worker) -> None:
-        """Stop handing connections to a worker; what it did not accept goes to others."""
+    def remove(self, worker: Worker, requeue: bool = True) -> None:
+        """Stop handing connections to a worker; what it did not accept goes to others.
+
+        A worker that is alive acknowledges what it was handed (accepted or given back),
+        so its handoffs stay outstanding; taking them back now could give a connection it
+        has already accepted to a second worker."""
         with self.lock:
             self.workers.pop(worker.id, None)
             try:
                 self.free.remove(worker)
             except ValueError:
                 pass
+            if not requeue:
+                return
             for key, (owner, conn, address) in list(self.outstanding.items()):
                 if owner is worker:
                     del self.outstanding[key]

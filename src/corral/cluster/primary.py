@@ -117,7 +117,7 @@ class Worker(EventEmitter):
         if not self.connected:
             return
         self.exited_after_disconnect = True
-        self.primary._remove_from_handles(self)
+        self.primary._remove_from_handles(self, requeue=False)
         try:
             self.channel.send({"act": "disconnect"})
         except ChannelClosed:
@@ -249,7 +249,7 @@ class Primary(EventEmitter):
     def quiet(self, worker: Worker, timeout: float = 2.0) -> None:
         """Stop giving a worker connections and have it quiet its listeners (before a stop):
         rr takes it off the free list; shared points its fd at a listener nobody knows."""
-        self._remove_from_handles(worker)
+        self._remove_from_handles(worker, requeue=False)
         if worker.connected:
             try:
                 worker.channel.request({"act": "quiet"}, timeout=timeout)
@@ -372,9 +372,9 @@ class Primary(EventEmitter):
             return ReusePortHandle(key, query, self.backlog)
         return SharedHandle(key, query, self.backlog)
 
-    def _remove_from_handles(self, worker: Worker) -> None:
+    def _remove_from_handles(self, worker: Worker, requeue: bool = True) -> None:
         for handle in list(self.handles.values()):
-            handle.remove(worker)
+            handle.remove(worker, requeue)
 
     def _disconnected(self, worker: Worker) -> None:
         if not worker.connected:
