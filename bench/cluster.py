@@ -81,6 +81,14 @@ def cpu_ticks(pid: int) -> int | None:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
+def system_cpu() -> tuple[int, int, int]:
+    """(busy, idle, steal) ticks of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = values
+    return user + nice + system + irq + softirq, idle + iowait, steal
+
+
 def children(pid: int) -> list[int]:
     out: list[int] = []
     try:
@@ -496,9 +504,29 @@ class Bench:
         parsed["raw"] = text
         return parsed, usage.ru_utime + usage.ru_stime
 
+    def wait_quiet(self) -> dict[str, float]:
+        """Wait (up to --quiet-wait s) until the machine is idle apart from us: busy CPU over
+        0.5 s below --quiet-limit % of one core, our servers being idle between runs."""
+        t0 = time.monotonic()
+        told = False
+        while True:
+            b0 = system_cpu()
+            time.sleep(0.5)
+            b1 = system_cpu()
+            busy = 100.0 * (b1[0] - b0[0]) / CLK_TCK / 0.5
+            waited = time.monotonic() - t0
+            if busy <= self.args.quiet_limit or waited > self.args.quiet_wait:
+                if told or busy > self.args.quiet_limit:
+                    say(f"  machine busy at {busy:.0f} % of a core; waited {waited:.0f} s")
+                return {"busy_pct_before": busy, "waited_s": waited}
+            if not told:
+                say(f"  machine busy at {busy:.0f} % of a core (not us): waiting for quiet")
+                told = True
+
     def measure(self, running: Running, conn: str) -> list[dict[str, Any]]:
         a = self.args
         config = running.config
+        self.wait_quiet()
         self.wrk(running.port, conn, a.warmup)
         runs = []
         after: dict[int, int] | None = None
@@ -506,11 +534,14 @@ class Bench:
             kids = running.record_pids()
             root = running.proc.pid
             before = after if after is not None else running.settled_counts()
+            quiet = self.wait_quiet()
             cpu0 = {p: cpu_ticks(p) for p in [root, *kids]}
             exits_before = sum(e.get("event") == "exit" for e in running.events)
+            sys0 = system_cpu()
             t0 = time.monotonic()
             parsed, wrk_cpu = self.wrk(running.port, conn, a.duration)
             wall = time.monotonic() - t0
+            sys1 = system_cpu()
             cpu1 = {p: cpu_ticks(p) for p in cpu0}
             after = running.settled_counts()
             split = {p: after.get(p, 0) - before.get(p, 0) for p in after}
@@ -525,10 +556,17 @@ class Bench:
             r0, r1 = cpu0[root], cpu1[root]
             root_cpu = pct(r1 - r0) if r0 is not None and r1 is not None else 0.0
             kids_cpu = pct(sum((cpu1[p] or cpu0[p] or 0) - (cpu0[p] or 0) for p in kids))
+            wrk_pct = 100.0 * wrk_cpu / wall
+            machine_busy = pct(sys1[0] - sys0[0])
+            # busy CPU of the machine that is neither the server nor wrk: other jobs, and the
+            # kernel's softirq work that no process is charged for
+            other_cpu = machine_busy - root_cpu - kids_cpu - wrk_pct
             run = {
                 "config": config.key, "conn": conn, "run": i + 1, "wrk": parsed,
-                "wrk_cpu_pct": 100.0 * wrk_cpu / wall, "root_cpu_pct": root_cpu,
+                "wrk_cpu_pct": wrk_pct, "root_cpu_pct": root_cpu,
                 "descendants_cpu_pct": kids_cpu, "wall_s": wall,
+                "machine_busy_pct": machine_busy, "other_cpu_pct": other_cpu,
+                "steal_pct": pct(sys1[2] - sys0[2]), "quiet_before": quiet,
                 "split": {str(p): n for p, n in sorted(split.items(), key=lambda x: -x[1])},
                 "served": served,
                 "served_over_wrk": served / parsed["requests"] if parsed["requests"] else None,
@@ -542,7 +580,7 @@ class Bench:
             say(f"  {config.key} {conn} run {i + 1}: {parsed['rps']:.0f} req/s, p99 "
                 f"{parsed['p99_ms']:.1f} ms, errors {parsed['errors_total']}, split "
                 f"{'/'.join(str(n) for n in ranked) or '-'}, CPU root {root_cpu:.0f} % / "
-                f"desc {kids_cpu:.0f} % / wrk {run['wrk_cpu_pct']:.0f} %")
+                f"desc {kids_cpu:.0f} % / wrk {wrk_pct:.0f} % / other {other_cpu:.0f} %")
         return runs
 
     def main(self) -> dict[str, Any]:
@@ -685,16 +723,15 @@ def report(r: dict[str, Any]) -> str:
         serving = sorted({x["workers_serving"] for x in rs})
         if c["workers"] > 1 and serving != [c["workers"]]:
             split += f" ({'/'.join(map(str, serving))} pids served)"
-        cpu = (f"{statistics.median(x['root_cpu_pct'] for x in rs):.0f} / "
-               f"{statistics.median(x['descendants_cpu_pct'] for x in rs):.0f} / "
-               f"{statistics.median(x['wrk_cpu_pct'] for x in rs):.0f}")
+        cpu = " / ".join(f"{statistics.median(x[k] for x in rs):.0f}" for k in (
+            "root_cpu_pct", "descendants_cpu_pct", "wrk_cpu_pct", "other_cpu_pct"))
         return (f"| {c['label']} | `{c['command']}` | {fmt(rps)} | {ratio} | "
                 f"{fmt([x['wrk']['p99_ms'] for x in rs], 1)} | {fmt(errs)}"
                 f"{' (' + err_note + ')' if err_note else ''} | {split} | {cpu} |")
 
     head = ("| config | start command (cwd: the apps folder) | req/s | ratio | p99 ms | "
-            "socket errors | busiest worker's share % | CPU %: started process / its "
-            "descendants / wrk |\n|---|---|---|---|---|---|---|---|")
+            "socket errors | busiest worker's share % | CPU % of a core: started process / "
+            "its descendants / wrk / rest of the machine |\n|---|---|---|---|---|---|---|---|")
     lines: list[str] = []
     s = r["settings"]
     lines.append(f"wrk: `{s['wrk_command']}`, {s['runs']} runs after a {s['warmup_s']:g} s "
@@ -760,6 +797,9 @@ def report(r: dict[str, Any]) -> str:
            if run["served_over_wrk"] is not None and abs(run["served_over_wrk"] - 1) > 0.02]
     odd += [f"{run['config']} {run['conn']} run {run['run']}: {run['worker_exits_during_run']} "
             "worker exits" for run in r["runs"] if run["worker_exits_during_run"]]
+    odd += [f"{run['config']} {run['conn']} run {run['run']}: the rest of the machine used "
+            f"{run['other_cpu_pct']:.0f} % of a core" for run in r["runs"]
+            if run["other_cpu_pct"] > 25]
     odd += [f"{k}: {c['error']}" for k, c in cfgs.items() if c.get("error")]
     odd += [f"{k}: had to kill {c['forced_kill']}" for k, c in cfgs.items()
             if c.get("forced_kill")]
@@ -784,6 +824,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, help="warm-up seconds (default 2)")
     parser.add_argument("--threads", type=int, default=2, help="wrk -t (default 2)")
     parser.add_argument("--conns", type=int, default=64, help="wrk -c (default 64)")
+    parser.add_argument("--quiet-limit", type=float, default=25.0,
+                        help="before each wrk run, wait until the machine's busy CPU is below "
+                        "this %% of one core (default 25)")
+    parser.add_argument("--quiet-wait", type=float, default=120.0,
+                        help="longest wait for a quiet machine, in s (default 120)")
     parser.add_argument("--only", help="comma-separated substrings of config keys to run")
     parser.add_argument("--no-extras", action="store_true",
                         help="skip the reference and extra configs of part 2")

@@ -620,10 +620,59 @@ def _reader(worker: WorkerSide) -> None:
     # the primary is gone without a disconnect
     if os.environ.get(ENV_ORPHAN) == "keep":
         worker.state = "orphaned"
+        if _reconnect(worker):
+            _reader(worker)
         return
     worker.emit("disconnect")
     os.kill(os.getpid(), signal.SIGTERM)
     threading.Timer(5.0, os._exit, args=(1,)).start()
+
+
+def _reconnect(worker: WorkerSide) -> bool:
+    """Keep serving; knock every half second at the next corral daemon's door, then hand it
+    our listeners back and go on with it as our primary."""
+    import time
+
+    home = os.environ.get("CORRAL_HOME")
+    if not home:
+        return False
+    path = os.path.join(home, "cluster.sock")
+    while True:
+        time.sleep(0.5)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.connect(path)
+        except OSError:
+            sock.close()
+            continue
+        channel = Channel(sock)
+        entries = []
+        fds = []
+        for app_sock, info in list(worker.sockets.items()):
+            if info.closed:
+                continue
+            entry: dict[str, Any] = {"key": info.key, "policy": info.policy,
+                                     "info": {"address": info.sockname, "policy": info.policy}}
+            if info.policy == "shared" and app_sock.fileno() >= 0:
+                entry["fd"] = True
+                fds.append(app_sock.fileno())
+            entries.append(entry)
+        try:
+            channel.send({"act": "reattach", "pid": os.getpid(), "sockets": entries}, fds)
+            sock.settimeout(10)
+            reply = channel.recv(block=True)
+            sock.settimeout(None)
+        except (ChannelClosed, OSError):
+            channel.close()
+            continue
+        if not reply or reply[0].get("act") != "reattached":
+            channel.close()
+            continue
+        worker.id = int(reply[0].get("worker_id", worker.id))
+        worker.channel = channel
+        worker.state = "listening"
+        log.info("corral.cluster: worker %d reattached to a new primary", os.getpid())
+        return True
 
 
 def install_hook() -> None:

@@ -146,11 +146,21 @@ class SharedHandle(Handle):
                 self.unix.release()
             raise
 
+    @classmethod
+    def adopt(cls, key: tuple[Any, ...], fd: int, backlog: int) -> SharedHandle:
+        """A listener that outlived its primary, handed back by a worker (a new daemon)."""
+        handle = cls.__new__(cls)
+        Handle.__init__(handle, key, {}, backlog)
+        handle.unix = None
+        handle.sock = socket.socket(fileno=fd)
+        return handle
+
     def add(self, worker: Worker) -> tuple[dict[str, Any], list[int]]:
         if self.unix:
             self.unix.claim()
         self.workers[worker.id] = worker
-        name = self.unix.path if self.unix else sockname(self.sock)
+        name = self.unix.path if self.unix else (
+            self.address if self.family == socket.AF_UNIX else sockname(self.sock))
         return {"sockname": name}, [self.sock.fileno()]
 
     def close(self) -> None:

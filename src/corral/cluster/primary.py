@@ -256,6 +256,41 @@ class Primary(EventEmitter):
             except (ChannelClosed, TimeoutError):
                 pass
 
+    def reattach(self, sock: socket.socket, sockets: list[dict[str, Any]], fds: list[int],
+                 process: Any = None) -> Worker:
+        """A worker that outlived its primary came back (to a new corral daemon): take its
+        listeners (fds, in the order of `sockets` that have one) and serve it again."""
+        fd_iter = iter(fds)
+        with self._table_lock:
+            for entry in sockets:
+                key = key_of({"family": entry["key"][0], "address": entry["key"][1],
+                              "v6only": entry["key"][2]})
+                fd = next(fd_iter) if entry.get("fd") else None
+                if key in self.handles:
+                    if fd is not None:
+                        os.close(fd)
+                    continue
+                if entry["policy"] == "shared" and fd is not None:
+                    self.handles[key] = SharedHandle.adopt(key, fd, self.backlog)
+                else:
+                    if fd is not None:
+                        os.close(fd)
+                    query = {"family": key[0], "address": key[1], "v6only": key[2]}
+                    try:
+                        self.handles[key] = self._new_handle(key, query)
+                    except OSError as exc:
+                        log.error("cannot listen again on %s: %s", key[1], exc)
+        worker = self.attach(self.next_worker_id(), sock, process)
+        with self._table_lock:
+            for entry in sockets:
+                key = key_of({"family": entry["key"][0], "address": entry["key"][1],
+                              "v6only": entry["key"][2]})
+                handle = self.handles.get(key)
+                if handle is not None:
+                    handle.add(worker)
+                    worker.listening.append(entry.get("info", {}))
+        return worker
+
     def attach(self, worker_id: int, sock: socket.socket, process: Any = None) -> Worker:
         """Adopt a worker spawned by someone else (its end of the channel and its process)."""
         self._freeze()
