@@ -506,14 +506,14 @@ class Bench:
 
     def wait_quiet(self) -> dict[str, float]:
         """Wait (up to --quiet-wait s) until the machine is idle apart from us: busy CPU over
-        0.5 s below --quiet-limit % of one core, our servers being idle between runs."""
+        0.3 s below --quiet-limit % of one core, our servers being idle between runs."""
         t0 = time.monotonic()
         told = False
         while True:
             b0 = system_cpu()
-            time.sleep(0.5)
+            time.sleep(0.3)
             b1 = system_cpu()
-            busy = 100.0 * (b1[0] - b0[0]) / CLK_TCK / 0.5
+            busy = 100.0 * (b1[0] - b0[0]) / CLK_TCK / 0.3
             waited = time.monotonic() - t0
             if busy <= self.args.quiet_limit or waited > self.args.quiet_wait:
                 if told or busy > self.args.quiet_limit:
@@ -530,7 +530,9 @@ class Bench:
         self.wrk(running.port, conn, a.warmup)
         runs = []
         after: dict[int, int] | None = None
-        for i in range(a.runs):
+        i = 0
+        retries = 0
+        while i < a.runs:
             kids = running.record_pids()
             root = running.proc.pid
             before = after if after is not None else running.settled_counts()
@@ -575,12 +577,20 @@ class Bench:
                 "worker_exits_during_run": sum(e.get("event") == "exit"
                                                for e in running.events) - exits_before,
             }
-            runs.append(run)
-            self.results["runs"].append(run)
             say(f"  {config.key} {conn} run {i + 1}: {parsed['rps']:.0f} req/s, p99 "
                 f"{parsed['p99_ms']:.1f} ms, errors {parsed['errors_total']}, split "
                 f"{'/'.join(str(n) for n in ranked) or '-'}, CPU root {root_cpu:.0f} % / "
                 f"desc {kids_cpu:.0f} % / wrk {wrk_pct:.0f} % / other {other_cpu:.0f} %")
+            if other_cpu > a.retry_above and retries < a.retries:
+                retries += 1
+                say(f"  discarded: the rest of the machine used {other_cpu:.0f} % of a core "
+                    f"(> {a.retry_above:g}); repeating the run")
+                self.results.setdefault("discarded", []).append(run)
+                continue
+            run["retries_before"] = retries
+            runs.append(run)
+            self.results["runs"].append(run)
+            i += 1
         return runs
 
     def main(self) -> dict[str, Any]:
@@ -829,6 +839,11 @@ def main() -> int:
                         "this %% of one core (default 25)")
     parser.add_argument("--quiet-wait", type=float, default=120.0,
                         help="longest wait for a quiet machine, in s (default 120)")
+    parser.add_argument("--retry-above", type=float, default=30.0,
+                        help="repeat a run during which the rest of the machine used more than "
+                        "this %% of one core (default 30)")
+    parser.add_argument("--retries", type=int, default=6,
+                        help="most repeated runs per config and connection mode (default 6)")
     parser.add_argument("--only", help="comma-separated substrings of config keys to run")
     parser.add_argument("--no-extras", action="store_true",
                         help="skip the reference and extra configs of part 2")

@@ -74,7 +74,7 @@ class ClusterApp:
         self.loop = loop
         self.primary = Primary(policy=self.policy, standalone=False)
         self.primary.setup_primary(exec="", args=[])
-        for event in ("online", "listening", "message", "disconnect"):
+        for event in ("online", "listening", "message", "disconnect", "bind_error"):
             self.primary.on(event, self._relay(event, on_event))
 
     def _relay(self, event: str, on_event: Callable[..., None]) -> Callable[..., None]:

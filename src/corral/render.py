@@ -155,6 +155,7 @@ def describe(row: dict[str, Any], show_env: bool) -> str:
         ("kill timeout", f"{spec['kill_timeout_ms']} ms"),
         ("last exit", _last_exit(row)),
         ("reason", row.get("reason") or ""),
+        *([("last error", row["last_error"])] if row.get("last_error") else []),
         ("created at", _iso(row["created_at"])),
         ("adopted", row.get("adopted", False)),
     ]

@@ -118,6 +118,7 @@ class InstanceRecord:
     err_log_path: str = ""
     adopted: bool = False
     listening: list[str] = field(default_factory=list)  # cluster mode: addresses served
+    last_error: str | None = None  # cluster mode: the last listener the app could not get
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)

@@ -57,6 +57,8 @@ LEGAL: dict[str, frozenset[str]] = {
 
 RUNNING = frozenset({LAUNCHING, ONLINE, STOPPING})
 
+QUIET_SETTLE_S = 0.1
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -412,7 +414,15 @@ class Supervisor:
             proc.listening.set()
             if inst.proc is proc:
                 inst.record.listening = [_address_text(a) for a in proc.addresses]
+                inst.record.last_error = None
                 self.on_change()
+        elif event == "bind_error":
+            info = args[0]
+            address = info.get("address")
+            where = ":".join(str(a) for a in address[:2]) if isinstance(address, list) \
+                else str(address)
+            inst.record.last_error = f"cannot listen on {where}: {info.get('error')}"
+            self.on_change()
         elif event == "message":
             message = args[0]
             if message == "ready" or (isinstance(message, dict)
@@ -440,10 +450,11 @@ class Supervisor:
             if rec.unstable_restarts >= spec.max_restarts:
                 rec.unstable_restarts = 0
                 rec.created_at = None
+                cause = f" (last: {rec.last_error})" if rec.last_error else ""
                 self.transition(
                     inst,
                     ERRORED,
-                    f"{how} after {uptime} ms; too many unstable restarts "
+                    f"{how} after {uptime} ms{cause}; too many unstable restarts "
                     f"(max_restarts {spec.max_restarts}, min_uptime {spec.min_uptime_ms} ms); "
                     f"see its error log, then `corral restart {spec.name}`",
                 )
@@ -512,6 +523,9 @@ class Supervisor:
             # no new connections for a worker that is leaving; it finishes what it has
             cluster = self.clusters[spec.name]
             await self.loop.run_in_executor(None, cluster.primary.quiet, proc.worker)
+            # a connection the app accepted just before its listener went quiet may not be
+            # handed to its request thread yet; a signal in that gap would drop it
+            await asyncio.sleep(QUIET_SETTLE_S)
         if spec.shutdown_with_message and proc.worker is not None and proc.worker.connected:
             try:
                 proc.worker.send("shutdown")

@@ -394,6 +394,9 @@ class Primary(EventEmitter):
         except OSError as exc:
             worker.channel.send({"ack": seq, "errno": exc.errno or errno.EINVAL,
                                  "error": exc.strerror or str(exc)})
+            self._emit_both("bind_error", worker, {
+                "address": query.get("address"), "errno": exc.errno,
+                "error": f"[Errno {exc.errno}] {exc.strerror or exc}"})
             return
         reply["policy"] = handle.policy
         reply["key"] = list(key)

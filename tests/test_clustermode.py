@@ -1,0 +1,265 @@
+"""Cluster mode in corral: one port for N workers, reloads that drop nothing, scale,
+and apps that outlive the daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clusterkit import get, pid_of
+from conftest import ROOT, Corral, alive, free_port, wait_for
+
+APP = ROOT / "examples" / "app.py"
+WRK = shutil.which("wrk")
+needs_wrk = pytest.mark.skipif(WRK is None, reason="wrk is not installed (apt-get install wrk)")
+
+
+class Wrk:
+    """A bounded wrk run in the background (127.0.0.1 only), parsed when it ends."""
+
+    def __init__(self, port: int, seconds: int, close: bool) -> None:
+        args = [str(WRK), "-t2", "-c64", f"-d{seconds}s", "--timeout", "5s"]
+        if close:
+            args += ["-H", "Connection: close"]
+        self.proc = subprocess.Popen([*args, f"http://127.0.0.1:{port}/"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def result(self) -> dict[str, int]:
+        out, _ = self.proc.communicate(timeout=120)
+        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                           r"timeout (\d+)", out)
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        total = re.search(r"(\d+) requests in", out)
+        assert total, out
+        result = {"requests": int(total.group(1)),
+                  "non2xx": int(non2xx.group(1)) if non2xx else 0,
+                  "errors": sum(int(g) for g in errors.groups()) if errors else 0}
+        print(f"wrk: {result}")
+        if result["errors"]:
+            print(out)
+        return result
+
+
+def start_cluster(corral: Corral, port: int, instances: int, policy: str = "shared",
+                  name: str = "app") -> list[dict[str, Any]]:
+    corral.run("start", str(APP), "-i", str(instances), "--cluster-policy", policy, "-n", name,
+               env=dict(corral.env, PORT=str(port)))
+    rows = corral.jlist()
+    assert len(rows) == instances
+    assert all(r["pm2_env"]["status"] == "online" for r in rows)
+    assert all(r["pm2_env"]["exec_mode"] == "cluster_mode" for r in rows)
+    return rows
+
+
+def answering_pids(port: int, requests: int = 20) -> set[int]:
+    return {pid_of(get(port)[1]) for _ in range(requests)}
+
+
+def test_ecosystem_file_cluster_two_workers_one_port(corral: Corral) -> None:
+    port = free_port()
+    (corral.tmp / "ecosystem.config.json").write_text(json.dumps({"apps": [{
+        "name": "web", "script": str(APP), "instances": 2, "exec_mode": "cluster",
+        "env": {"PORT": port}}]}))
+    corral.run("start", "ecosystem.config.json")
+    rows = corral.jlist()
+    assert [r["pm2_env"]["exec_mode"] for r in rows] == ["cluster_mode"] * 2
+    pids = {r["pid"] for r in rows}
+    wait_for(lambda: answering_pids(port) == pids, what="both workers answering", timeout=20)
+    listing = corral.run("list").stdout
+    assert listing.count("cluster") == 2
+    described = corral.run("describe", "web").stdout
+    assert f"127.0.0.1:{port} (shared)" in described and "cluster policy             shared" \
+        in described
+
+
+@needs_wrk
+@pytest.mark.parametrize("instances", [2, 4])
+@pytest.mark.parametrize("policy", ["shared", "rr"])
+def test_reload_under_load_new_connection_per_request(corral: Corral, policy: str,
+                                                      instances: int) -> None:
+    port = free_port()
+    before = start_cluster(corral, port, instances, policy)
+    load = Wrk(port, 10, close=True)
+    time.sleep(2)  # the load is running  # noqa: fixed pause inside a bounded load run
+    corral.run("reload", "app")
+    middle = corral.jlist()
+    corral.run("reload", "app")
+    after = corral.jlist()
+    result = load.result()
+    assert result["errors"] == 0 and result["non2xx"] == 0, result
+    assert result["requests"] > 1000
+    assert {r["pid"] for r in before}.isdisjoint({r["pid"] for r in middle})
+    assert {r["pid"] for r in middle}.isdisjoint({r["pid"] for r in after})
+    assert all(r["pm2_env"]["restart_time"] == 2 for r in after)
+
+
+@needs_wrk
+@pytest.mark.parametrize("policy", ["shared", "rr"])
+def test_reload_under_keepalive_load(corral: Corral, policy: str) -> None:
+    """PM2 7.0.4, -i 2, two reloads in 20 s of wrk -c64: 167 read errors; the bar is 16."""
+    port = free_port()
+    start_cluster(corral, port, 2, policy)
+    load = Wrk(port, 12, close=False)
+    time.sleep(2)  # noqa: the load is running
+    corral.run("reload", "app")
+    time.sleep(3)  # noqa: two separate reloads, as in the PM2 measurement
+    corral.run("reload", "app")
+    result = load.result()
+    assert result["non2xx"] == 0
+    assert result["errors"] <= 16, result
+
+
+@needs_wrk
+def test_sigkill_one_worker_under_load(corral: Corral) -> None:
+    port = free_port()
+    rows = start_cluster(corral, port, 2)
+    load = Wrk(port, 6, close=True)
+    time.sleep(1.5)  # noqa: the load is running
+    victim = rows[0]["pid"]
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    replacement = wait_for(
+        lambda: (r := corral.app("app", "online")) and [
+            x for x in corral.jlist() if x["pm_id"] == rows[0]["pm_id"]
+            and x["pid"] not in (0, victim) and x["pm2_env"]["status"] == "online"],
+        timeout=5, interval=0.01, what="a replacement worker")
+    online_after = time.monotonic() - killed_at
+    result = load.result()
+    print(f"replacement online after {online_after:.3f}s; errors {result['errors']}")
+    assert online_after < 1.0, online_after
+    assert replacement[0]["pm2_env"]["restart_time"] == 1
+    # only connections the killed worker held can fail: at most its in-flight ones
+    assert result["errors"] <= 64, result
+    assert result["non2xx"] == 0
+
+
+@needs_wrk
+def test_sigkill_daemon_under_load_shared(corral: Corral) -> None:
+    port = free_port()
+    rows = start_cluster(corral, port, 2)
+    load = Wrk(port, 8, close=False)
+    time.sleep(1.5)  # noqa: the load is running
+    daemon = corral.daemon_pid()
+    os.kill(daemon, signal.SIGKILL)
+    wait_for(lambda: not alive(daemon), what="the daemon to die")
+    result = load.result()
+    assert result["errors"] == 0 and result["non2xx"] == 0, result
+    listed = corral.jlist()  # a new daemon
+    assert [(r["pm_id"], r["pid"]) for r in listed] == [(r["pm_id"], r["pid"]) for r in rows]
+    wait_for(lambda: all("attached" in corral.run("describe", str(r["pm_id"])).stdout
+                         or True for r in listed), what="describe")
+    wait_for(lambda: _attached(corral), what="the workers to come back to the new daemon")
+    corral.run("reload", "app")
+    after = corral.jlist()
+    assert {r["pid"] for r in after}.isdisjoint({r["pid"] for r in rows})
+    assert answering_pids(port) == {r["pid"] for r in after}
+
+
+def _attached(corral: Corral) -> bool:
+    from corral.client import Client
+    from corral.paths import Home
+
+    client = Client(Home(str(corral.home)), start=False)
+    try:
+        return all(row["attached"] for row in client.call("list"))
+    finally:
+        client.close()
+
+
+def test_scale_and_increment_var(corral: Corral) -> None:
+    record = corral.tmp / "ports"
+    app = corral.script("porty.py", f"""
+        import os, time
+        open({str(record)!r}, "a").write(os.environ["CORRAL_INSTANCE"] + " " +
+                                         os.environ["PORT"] + "\\n")
+        while True:
+            time.sleep(1)
+    """)
+    (corral.tmp / "eco.yaml").write_text(
+        f"apps:\n  - name: svc\n    script: {app}\n    instances: 2\n    exec_mode: fork\n"
+        "    increment_var: PORT\n    env:\n      PORT: 3000\n")
+    corral.run("start", "eco.yaml")
+    corral.run("scale", "svc", "4")
+    assert len(corral.jlist()) == 4
+    corral.run("scale", "svc", "-2")
+    assert sorted(r["pm2_env"]["CORRAL_INSTANCE"] for r in corral.jlist()) == [0, 1]
+    corral.run("scale", "svc", "+1")
+    wait_for(lambda: len(record.read_text().splitlines()) == 5, what="five starts")
+    lines = record.read_text().splitlines()
+    assert lines[-1] == "2 3002"  # the lowest free index is reused, PORT follows it
+    assert sorted(lines[:4]) == ["0 3000", "1 3001", "2 3002", "3 3003"]
+    bad = corral.run("scale", "svc", "lots", check=False)
+    assert bad.returncode == 1 and "give a number, +N or -N" in bad.stderr
+
+
+def test_bad_input(corral: Corral) -> None:
+    port = free_port()
+    start_cluster(corral, port, 2, name="keep")
+    before = [(r["pid"], r["pm2_env"]["status"]) for r in corral.jlist()]
+    bad = corral.run("start", str(APP), "-i", "abc", "-n", "x", "-f", check=False)
+    assert bad.returncode == 1 and "-i/instances takes a number" in bad.stderr
+    zero = corral.run("reload", "keep", "--parallel", "0", check=False)
+    assert zero.returncode == 1 and "--parallel 0" in zero.stderr
+    assert [(r["pid"], r["pm2_env"]["status"]) for r in corral.jlist()] == before
+    # -i 0 means one per CPU, as in PM2
+    other = free_port()
+    corral.run("start", str(APP), "-i", "0", "-n", "max", "-f", env=dict(corral.env,
+                                                                          PORT=str(other)))
+    assert len([r for r in corral.jlist() if r["name"] == "max"]) == (os.cpu_count() or 1)
+    # a port another program holds: errored, EADDRINUSE in its error log and describe
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    try:
+        corral.run("start", str(APP), "-i", "2", "-n", "clash", "-f",
+                   env=dict(corral.env, PORT=str(taken)))
+        row = corral.wait_status("clash", "errored", timeout=60)
+        err_log = Path(row["pm2_env"]["pm_err_log_path"]).read_text()
+        assert "Address already in use" in err_log
+        described = corral.run("describe", "clash").stdout
+        assert f"cannot listen on 127.0.0.1:{taken}" in described and "Errno 98" in described
+    finally:
+        holder.close()
+    assert [(r["pid"], r["pm2_env"]["status"]) for r in corral.jlist()
+            if r["name"] == "keep"] == before
+
+
+def test_fork_mode_reload_says_restart_and_non_python_gets_fork(corral: Corral) -> None:
+    corral.run("start", str(corral.script("f.py", "import time\ntime.sleep(600)\n")))
+    out = corral.run("reload", "f")
+    assert "fork mode" in out.stderr and "restarted" in out.stderr
+    sh = corral.script("w.sh", "sleep 600\n")
+    started = corral.run("start", str(sh), "-i", "2")
+    assert "cluster mode runs Python apps only" in started.stderr
+    assert {r["pm2_env"]["exec_mode"] for r in corral.jlist() if r["name"] == "w"} == {
+        "fork_mode"}
+
+
+def test_stop_frees_the_port_and_daemon_owned_listener_survives_restart(corral: Corral
+                                                                        ) -> None:
+    port = free_port()
+    start_cluster(corral, port, 2)
+    # a restart of every worker keeps the listener: connections queue meanwhile
+    results: list[Any] = []
+    client = threading.Thread(target=lambda: results.append(get(port, timeout=20)))
+    corral.run("restart", "app")
+    client.start()
+    client.join(30)
+    assert results and results[0][0] == 200
+    corral.run("stop", "app")
+    probe = socket.socket()
+    probe.settimeout(2)
+    with pytest.raises(OSError):
+        probe.connect(("127.0.0.1", port))
+    probe.close()
