@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from clusterkit import get, pid_of
 from conftest import ROOT, Corral, alive, free_port, wait_for
 
@@ -90,7 +91,7 @@ def test_reload_under_load_new_connection_per_request(corral: Corral, policy: st
     port = free_port()
     before = start_cluster(corral, port, instances, policy)
     load = Wrk(port, 10, close=True)
-    time.sleep(2)  # the load is running  # noqa: fixed pause inside a bounded load run
+    time.sleep(2)  # let the bounded load run a while before acting
     corral.run("reload", "app")
     middle = corral.jlist()
     corral.run("reload", "app")
@@ -110,9 +111,9 @@ def test_reload_under_keepalive_load(corral: Corral, policy: str) -> None:
     port = free_port()
     start_cluster(corral, port, 2, policy)
     load = Wrk(port, 12, close=False)
-    time.sleep(2)  # noqa: the load is running
+    time.sleep(2)  # let the bounded load run a while before acting
     corral.run("reload", "app")
-    time.sleep(3)  # noqa: two separate reloads, as in the PM2 measurement
+    time.sleep(3)  # two separate reloads, as in the PM2 measurement
     corral.run("reload", "app")
     result = load.result()
     assert result["non2xx"] == 0
@@ -124,12 +125,12 @@ def test_sigkill_one_worker_under_load(corral: Corral) -> None:
     port = free_port()
     rows = start_cluster(corral, port, 2)
     load = Wrk(port, 6, close=True)
-    time.sleep(1.5)  # noqa: the load is running
+    time.sleep(1.5)  # let the bounded load run a while before acting
     victim = rows[0]["pid"]
     killed_at = time.monotonic()
     os.kill(victim, signal.SIGKILL)
     replacement = wait_for(
-        lambda: (r := corral.app("app", "online")) and [
+        lambda: [
             x for x in corral.jlist() if x["pm_id"] == rows[0]["pm_id"]
             and x["pid"] not in (0, victim) and x["pm2_env"]["status"] == "online"],
         timeout=5, interval=0.01, what="a replacement worker")
@@ -148,7 +149,7 @@ def test_sigkill_daemon_under_load_shared(corral: Corral) -> None:
     port = free_port()
     rows = start_cluster(corral, port, 2)
     load = Wrk(port, 8, close=False)
-    time.sleep(1.5)  # noqa: the load is running
+    time.sleep(1.5)  # let the bounded load run a while before acting
     daemon = corral.daemon_pid()
     os.kill(daemon, signal.SIGKILL)
     wait_for(lambda: not alive(daemon), what="the daemon to die")
@@ -156,8 +157,6 @@ def test_sigkill_daemon_under_load_shared(corral: Corral) -> None:
     assert result["errors"] == 0 and result["non2xx"] == 0, result
     listed = corral.jlist()  # a new daemon
     assert [(r["pm_id"], r["pid"]) for r in listed] == [(r["pm_id"], r["pid"]) for r in rows]
-    wait_for(lambda: all("attached" in corral.run("describe", str(r["pm_id"])).stdout
-                         or True for r in listed), what="describe")
     wait_for(lambda: _attached(corral), what="the workers to come back to the new daemon")
     corral.run("reload", "app")
     after = corral.jlist()
