@@ -262,3 +262,72 @@ def test_stop_frees_the_port_and_daemon_owned_listener_survives_restart(corral: 
     with pytest.raises(OSError):
         probe.connect(("127.0.0.1", port))
     probe.close()
+
+
+def test_uvicorn_command_and_module_in_cluster_mode(corral: Corral) -> None:
+    uvicorn = shutil.which("uvicorn", path=str(Path(os.sys.executable).parent))
+    if uvicorn is None:
+        pytest.skip("uvicorn is not installed")
+    (corral.tmp / "main.py").write_text(
+        "import os\n"
+        "async def app(scope, receive, send):\n"
+        "    body = f'hello world, start with cluster {os.getpid()}'.encode()\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "    await send({'type': 'http.response.body', 'body': body})\n")
+    port = free_port()
+    corral.run("start", f"{uvicorn} main:app --port {port} --log-level warning", "-i", "2",
+               "-n", "uv")
+    rows = corral.jlist()
+    assert {r["pm2_env"]["exec_mode"] for r in rows} == {"cluster_mode"}
+    wait_for(lambda: answering_pids(port) == {r["pid"] for r in rows}, timeout=20,
+             what="both uvicorn workers")
+    pkg = corral.tmp / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(f"import runpy\nrunpy.run_path({str(APP)!r}, "
+                                     "run_name='__main__')\n")
+    other = free_port()
+    corral.run("start", "-m", "mypkg", "-i", "2", env=dict(corral.env, PORT=str(other)))
+    module_rows = [r for r in corral.jlist() if r["name"] == "mypkg"]
+    assert {r["pm2_env"]["exec_mode"] for r in module_rows} == {"cluster_mode"}
+    wait_for(lambda: answering_pids(other) == {r["pid"] for r in module_rows}, timeout=20,
+             what="both module workers")
+
+
+def test_wait_ready_and_shutdown_with_message(corral: Corral) -> None:
+    port = free_port()
+    marks = corral.tmp / "marks"
+    app = corral.script("ready.py", f"""
+        import os, sys, threading, time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import corral
+        from corral import cluster
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+            def log_message(self, *a): pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", {port}), H)
+        def on_message(message, fds):
+            if message == "shutdown":
+                open({str(marks)!r}, "a").write(f"shutdown {{os.getpid()}}\\n")
+                threading.Thread(target=server.shutdown).start()
+        cluster.worker.on("message", on_message)
+        time.sleep(0.5)  # a slow warm-up: listening already, ready only now
+        open({str(marks)!r}, "a").write(f"ready {{os.getpid()}}\\n")
+        corral.ready()
+        server.serve_forever()
+    """)
+    corral.run("start", str(app), "-i", "1", "--wait-ready", "--shutdown-with-message",
+               "-n", "rdy", env=dict(corral.env, PYTHONPATH=str(ROOT / "src")))
+    first = corral.app("rdy", "online")
+    assert first is not None
+    assert marks.read_text().splitlines() == [f"ready {first['pid']}"]
+    corral.run("reload", "rdy")
+    second = corral.app("rdy", "online")
+    assert second is not None and second["pid"] != first["pid"]
+    lines = marks.read_text().splitlines()
+    assert lines[:3] == [f"ready {first['pid']}", f"ready {second['pid']}",
+                         f"shutdown {first['pid']}"]
+    wait_for(lambda: not alive(first["pid"]), what="the old worker to leave by message")

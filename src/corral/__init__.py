@@ -2,7 +2,21 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "API"]
+__all__ = ["__version__", "API", "ready"]
+
+
+def ready() -> None:
+    """Tell corral this worker is ready to serve (PM2's process.send('ready')).
+
+    With `wait_ready`, a cluster worker is online, and a reload moves on to the next
+    worker, once it has called this rather than when it starts listening. Outside a
+    corral cluster worker it does nothing.
+    """
+    import sys
+
+    cluster = sys.modules.get("corral.cluster")
+    if cluster is not None and getattr(cluster, "is_worker", False):
+        cluster.worker.send({"corral": "ready"})
 
 
 def __getattr__(name: str) -> object:
