@@ -249,6 +249,11 @@ class Daemon:
                 "message": f"refused: this corral daemon belongs to uid {os.getuid()}, "
                            f"you are uid {uid}; use your own CORRAL_HOME", "code": 1}}))
             await writer.drain()
+            # let the peer send its request and read the answer before the socket closes
+            try:
+                await asyncio.wait_for(reader.read(65536), 1.0)
+            except (asyncio.TimeoutError, ConnectionError):
+                pass
             writer.close()
             return
         try:
