@@ -2,8 +2,11 @@
 """Cluster-mode benchmark (issue 5): `corral start app.py -i N` against `pm2 start
 node_app.js -i N`, side by side in one run, HTTP hello world on 127.0.0.1, load from wrk.
 
-    python bench/cluster_mode.py            # full run, about 11 minutes (installs included)
+    python bench/cluster_mode.py            # full run, about 10 minutes (installs included)
     python bench/cluster_mode.py --quick    # smoke test: 1 run per config, short runs, ~2 min
+
+Every wrk run also records the CPU the rest of the machine used meanwhile ("other CPU": busy
+time from /proc/stat minus the bench's own processes), to show when another job interfered.
 
 What it does:
   * makes a temp folder; installs PM2 from the npm registry into it (`npm install --prefix
@@ -18,8 +21,8 @@ What it does:
     --name app`;
   * part 1, reload under load: with both clusters of 2 workers running, `wrk -t2 -c64 -d20s
     --latency` (keep-alive), and again with `-H "Connection: close"`; `corral reload app` /
-    `pm2 reload app` issued at t = 5 s and t = 12 s of the run. Control runs with no reload.
-    3 runs each, corral and PM2 alternating. Failed requests = wrk socket errors (connect,
+    `pm2 reload app` issued at t = 5 s and t = 12 s of the run; control runs with no reload
+    (`-d10s`, --ref-duration). 3 runs each, corral and PM2 alternating. Failed requests = wrk socket errors (connect,
     read, write, timeout) + HTTP errors; per reload = that / 2;
   * part 2, throughput: the two clusters beside one plain process each (`python app.py`
     with the venv's python, `node node_app.js`): a 2 s wrk warm-up each, then 3 rounds of
@@ -142,6 +145,47 @@ def descendants(pid: int) -> list[int]:
         found += kids
         frontier += kids
     return found
+
+
+def proc_times(pid: int) -> tuple[int, int] | None:
+    """(utime + stime, cutime + cstime) in ticks."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()
+    return int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+
+
+def ours_ticks(roots: list[int]) -> int:
+    """CPU ticks used by the bench's processes: each root (this process, the daemons) with
+    its reaped children (cutime: wrk, the CLIs, workers that exited), plus every live
+    descendant of a root (the workers and servers running now)."""
+    total = 0
+    seen = set()
+    for pid in roots:
+        t = proc_times(pid)
+        if t is not None:
+            total += t[0] + t[1]
+        seen.add(pid)
+    for root in roots:
+        for pid in descendants(root):
+            if pid in seen:
+                continue
+            seen.add(pid)
+            t = proc_times(pid)
+            if t is not None:
+                total += t[0]
+    return total
+
+
+def system_ticks() -> tuple[int, int]:
+    """(busy, steal) ticks of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...
+    return v[0] + v[1] + v[2] + v[5] + v[6], v[7]
 
 
 def foreign_wrk() -> list[int]:
@@ -389,6 +433,8 @@ class Bench:
         foreign = foreign_wrk()
         load0 = os.getloadavg()[0]
         cpu0 = {m: cpu_seconds(p) for m, p in self.daemon_pids.items()}
+        roots = [os.getpid(), *self.daemon_pids.values()]
+        ours0, (busy0, steal0) = ours_ticks(roots), system_ticks()
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, cwd=self.tmp)
@@ -412,6 +458,7 @@ class Bench:
             proc.wait()
             raise
         wall = time.perf_counter() - t0
+        ours1, (busy1, steal1) = ours_ticks(roots), system_ticks()
         cpu1 = {m: cpu_seconds(p) for m, p in self.daemon_pids.items()}
         line = [ln for ln in out.splitlines() if ln.startswith("WRKJSON ")]
         if proc.returncode != 0 or not line:
@@ -428,6 +475,11 @@ class Bench:
         r["daemon_cpu_s"] = {m: (cpu1[m] - cpu0[m]) if cpu0[m] is not None
                              and cpu1[m] is not None else None for m in cpu0}
         r["foreign_wrk"] = foreign
+        # CPU of the machine not used by this bench's processes (other jobs; also network
+        # softirq time the kernel does not charge to a process), in cores
+        r["ours_cores"] = (ours1 - ours0) / CLK_TCK / wall
+        r["other_cores"] = ((busy1 - busy0) - (ours1 - ours0)) / CLK_TCK / wall
+        r["steal_cores"] = (steal1 - steal0) / CLK_TCK / wall
         r["text"] = out
         if foreign:
             self.note(f"another wrk was running during a measured run: pids {foreign}")
@@ -472,7 +524,8 @@ class Bench:
                         acts = ", ".join(f"{x['wall_s']:.2f} s" for x in r["actions"])
                         say(f"  {key} run {rep + 1}: {r['rps']:.0f} req/s, failed {r['failed']} "
                             f"(conn {r['connect']} read {r['read']} write {r['write']} timeout "
-                            f"{r['timeout']} http {r['status']}), p99 {r['p99_ms']:.1f} ms"
+                            f"{r['timeout']} http {r['status']}), p99 {r['p99_ms']:.1f} ms, other CPU "
+                            f"{r['other_cores']:.2f} cores"
                             + (f", reload CLI {acts}" if acts else ""))
         res["runs"] = runs
         self.results["reload"] = res
@@ -527,7 +580,7 @@ class Bench:
                 r = self.wrk(PORTS[c], a.tput_duration, False)
                 runs[c].append(r)
                 say(f"  {c} run {rep + 1}: {r['rps']:.0f} req/s, p99 {r['p99_ms']:.1f} ms, "
-                    f"errors {r['failed']}")
+                    f"errors {r['failed']}, other CPU {r['other_cores']:.2f} cores")
         for which in ("python", "node"):
             self.stop_plain(which)
         self.results["throughput"] = {"settings": {"duration_s": a.tput_duration,
@@ -717,8 +770,8 @@ def report(r: dict[str, Any]) -> str:
         "",
         "| manager | connections | reloads | req/s | failed per reload | socket errors "
         "(connect/read/write/timeout) | HTTP errors | p99 ms | max ms | reload CLI s | "
-        "daemon CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "daemon CPU s | other CPU, cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     runs = rel["runs"]
     for mode in ("keepalive", "close"):
@@ -736,7 +789,8 @@ def report(r: dict[str, Any]) -> str:
                     f"{fmt(per, 1) if per else '-'} | {parts} | "
                     f"{fmt([x['status'] for x in rs], 0)} | {fmt([x['p99_ms'] for x in rs], 1)} | "
                     f"{fmt([x['max_ms'] for x in rs], 0)} | {fmt(cli, 2) if cli else '-'} | "
-                    f"{fmt([x['daemon_cpu_s'][manager] for x in rs], 2)} |")
+                    f"{fmt([x['daemon_cpu_s'][manager] for x in rs], 2)} | "
+                    f"{fmt([x['other_cores'] for x in rs], 2)} |")
     lines.append("")
     c = statistics.median(x["failed"] / 2 for x in runs["corral/keepalive/reload"])
     p = statistics.median(x["failed"] / 2 for x in runs["pm2/keepalive/reload"])
@@ -754,8 +808,8 @@ def report(r: dict[str, Any]) -> str:
         f"`wrk -t2 -c64 -d{tp['settings']['duration_s']}s --latency` (keep-alive), after a 2 s "
         f"warm-up; {tp['settings']['runs']} rounds, the 4 servers in a rotating order.",
         "",
-        "| server | command | req/s | p99 ms | errors | daemon CPU s |",
-        "|---|---|---|---|---|---|",
+        "| server | command | req/s | p99 ms | errors | daemon CPU s | other CPU, cores |",
+        "|---|---|---|---|---|---|---|",
     ]
     cmds = {"corral": "`corral start app.py -i 2`", "python": "`python app.py`",
             "pm2": "`pm2 start node_app.js -i 2 --name app`", "node": "`node node_app.js`"}
@@ -766,7 +820,7 @@ def report(r: dict[str, Any]) -> str:
         dcpu = (fmt([x["daemon_cpu_s"][k] for x in rs], 2) if k in ("corral", "pm2") else "-")
         lines.append(f"| {names[k]} | {cmds[k]} | {fmt([x['rps'] for x in rs], 0)} | "
                      f"{fmt([x['p99_ms'] for x in rs], 1)} | {fmt([x['failed'] for x in rs], 0)} "
-                     f"| {dcpu} |")
+                     f"| {dcpu} | {fmt([x['other_cores'] for x in rs], 2)} |")
     su_c = med["corral"] / med["python"]
     su_p = med["pm2"] / med["node"]
     pc = [a["rps"] / b["rps"] for a, b in zip(tp["runs"]["corral"], tp["runs"]["python"])]
@@ -820,7 +874,8 @@ def main() -> int:
                         "throughput runs")
     parser.add_argument("--runs", type=int, help="runs per config (default 3)")
     parser.add_argument("--duration", type=int, help="reload runs, s (default 20)")
-    parser.add_argument("--ref-duration", type=int, help="control runs, s (default: --duration)")
+    parser.add_argument("--ref-duration", type=int,
+                        help="control runs with no reload, s (default 10; 4 with --quick)")
     parser.add_argument("--reload-at", help="reload times, s, comma-separated (default 5,12)")
     parser.add_argument("--tput-duration", type=int, help="throughput runs, s (default 10)")
     parser.add_argument("--pm2-version", default="7", help="npm version spec (default 7)")
@@ -830,7 +885,7 @@ def main() -> int:
     args = parser.parse_args()
     args.runs = args.runs or (1 if args.quick else 3)
     args.duration = args.duration or (8 if args.quick else 20)
-    args.ref_duration = args.ref_duration or args.duration
+    args.ref_duration = args.ref_duration or (4 if args.quick else 10)
     args.reload_at = ([float(x) for x in args.reload_at.split(",")] if args.reload_at
                       else [2.0, 5.0] if args.quick else [5.0, 12.0])
     args.tput_duration = args.tput_duration or (4 if args.quick else 10)

@@ -79,6 +79,23 @@ class Handle:
     def add(self, worker: Worker) -> tuple[dict[str, Any], list[int]]:
         raise NotImplementedError
 
+    def _listen(self) -> tuple[_UnixPath | None, socket.socket]:
+        """Bind and listen on the key's address (a unix path through _UnixPath)."""
+        unix = None
+        address = self.address
+        if self.family == socket.AF_UNIX:
+            unix = _UnixPath(address)
+            unix.claim()
+            address = unix.private
+        try:
+            sock = make_listener(self.family, address, v6only=self.v6only,
+                                 backlog=self.backlog, nodelay=self.nodelay)
+        except BaseException:
+            if unix:
+                unix.release()
+            raise
+        return unix, sock
+
     def remove(self, worker: Worker, requeue: bool = True) -> None:
         """The worker takes no more connections. requeue=False when it is still alive and
         will answer for what it was handed (a quiet worker before its stop)."""
@@ -132,19 +149,7 @@ class SharedHandle(Handle):
 
     def __init__(self, key: tuple[Any, ...], query: dict[str, Any], backlog: int) -> None:
         super().__init__(key, query, backlog)
-        self.unix: _UnixPath | None = None
-        address = self.address
-        if self.family == socket.AF_UNIX:
-            self.unix = _UnixPath(address)
-            self.unix.claim()
-            address = self.unix.private
-        try:
-            self.sock = make_listener(self.family, address, v6only=self.v6only,
-                                      backlog=backlog, nodelay=self.nodelay)
-        except BaseException:
-            if self.unix:
-                self.unix.release()
-            raise
+        self.unix, self.sock = self._listen()
 
     @classmethod
     def adopt(cls, key: tuple[Any, ...], fd: int, backlog: int) -> SharedHandle:
@@ -219,19 +224,7 @@ class RoundRobinHandle(Handle):
                  io: Any) -> None:
         super().__init__(key, query, backlog)
         self.io = io
-        self.unix: _UnixPath | None = None
-        address = self.address
-        if self.family == socket.AF_UNIX:
-            self.unix = _UnixPath(address)
-            self.unix.claim()
-            address = self.unix.private
-        try:
-            self.sock = make_listener(self.family, address, v6only=self.v6only,
-                                      backlog=backlog, nodelay=self.nodelay)
-        except BaseException:
-            if self.unix:
-                self.unix.release()
-            raise
+        self.unix, self.sock = self._listen()
         self.sock.setblocking(False)
         self.free: collections.deque[Worker] = collections.deque()
         self.pending: collections.deque[tuple[socket.socket, Any]] = collections.deque()
