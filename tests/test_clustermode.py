@@ -97,6 +97,8 @@ def test_reload_under_load_new_connection_per_request(corral: Corral, policy: st
     corral.run("reload", "app")
     after = corral.jlist()
     result = load.result()
+    if result["errors"]:
+        print((corral.home / "corral.log").read_text()[-4000:])
     assert result["errors"] == 0 and result["non2xx"] == 0, result
     assert result["requests"] > 1000
     assert {r["pid"] for r in before}.isdisjoint({r["pid"] for r in middle})
@@ -275,8 +277,9 @@ def test_uvicorn_command_and_module_in_cluster_mode(corral: Corral) -> None:
         "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
         "    await send({'type': 'http.response.body', 'body': body})\n")
     port = free_port()
-    corral.run("start", f"{uvicorn} main:app --port {port} --log-level warning", "-i", "2",
-               "-n", "uv")
+    # a shell command: its variables are expanded by sh, as in fork mode
+    corral.run("start", f"{uvicorn} main:app --port $PORT --log-level warning", "-i", "2",
+               "-n", "uv", env=dict(corral.env, PORT=str(port)))
     rows = corral.jlist()
     assert {r["pm2_env"]["exec_mode"] for r in rows} == {"cluster_mode"}
     wait_for(lambda: answering_pids(port) == {r["pid"] for r in rows}, timeout=20,
@@ -331,3 +334,27 @@ def test_wait_ready_and_shutdown_with_message(corral: Corral) -> None:
     assert lines[:3] == [f"ready {first['pid']}", f"ready {second['pid']}",
                          f"shutdown {first['pid']}"]
     wait_for(lambda: not alive(first["pid"]), what="the old worker to leave by message")
+
+
+def test_sigterm_with_a_cluster_app_and_rolling_reload_of_a_file(corral: Corral) -> None:
+    port = free_port()
+    (corral.tmp / "eco.toml").write_text(
+        f'[[apps]]\nname = "web"\nscript = "{APP}"\ninstances = 2\nexec_mode = "cluster"\n'
+        f'[apps.env]\nPORT = "{port}"\n')
+    corral.run("start", "eco.toml")
+    first = corral.jlist()
+    corral.run("reload", "eco.toml")
+    second = corral.jlist()
+    assert all(r["pm2_env"]["restart_time"] == 1 for r in second)
+    assert {r["pid"] for r in first}.isdisjoint({r["pid"] for r in second})
+    log = (corral.home / "corral.log").read_text()
+    assert log.count("took over from pid") == 2  # one worker after the other, not a restart
+    daemon = corral.daemon_pid()
+    os.kill(daemon, signal.SIGTERM)
+    wait_for(lambda: not alive(daemon), timeout=15, what="the daemon to exit after SIGTERM")
+    assert not any(alive(r["pid"]) for r in second)
+    # the next daemon brings the app back
+    back = wait_for(lambda: (rows := corral.jlist()) and all(
+        r["pm2_env"]["status"] == "online" for r in rows) and rows, what="web online again")
+    assert len(back) == 2
+    assert answering_pids(port) == {r["pid"] for r in back}

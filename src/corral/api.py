@@ -269,11 +269,12 @@ class API:
 
         return ecosystem.load(self, path, env_name, list(only) if only else None)
 
-    def apply(self, specs: Sequence[AppSpec], mode: str) -> dict[str, Any]:
-        """Apps from a file: start the new ones; restart (mode "restart") or start if stopped
-        (mode "start") the registered ones, with the file's settings and environment."""
+    def apply(self, specs: Sequence[AppSpec], mode: str, parallel: int = 1) -> dict[str, Any]:
+        """Apps from a file: start the new ones; restart (mode "restart"), reload one by one
+        (mode "reload") or start if stopped (mode "start") the registered ones, with the
+        file's settings and environment."""
         result: dict[str, Any] = self.client.call(
-            "apply", apps=[s.to_dict() for s in specs], mode=mode)
+            "apply", apps=[s.to_dict() for s in specs], mode=mode, parallel=parallel)
         return result
 
     def restart_update_env(self, names: Iterable[str | int],
@@ -284,10 +285,11 @@ class API:
             "restart", targets=self.targets(names), env=dict(os.environ if env is None else env))
         return result
 
-    def reload(self, names: Iterable[str | int], parallel: int = 1) -> dict[str, Any]:
-        """Rolling reload (cluster mode); fork-mode apps are restarted."""
+    def reload(self, names: Iterable[str | int], parallel: int = 1,
+               env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Rolling reload (cluster mode); fork-mode apps are restarted. env: --update-env."""
         result: dict[str, Any] = self.client.call("reload", targets=self.targets(names),
-                                                  parallel=parallel)
+                                                  parallel=parallel, env=env)
         return result
 
     def scale(self, name: str, count: str | int) -> dict[str, Any]:
@@ -315,6 +317,9 @@ class API:
         result: str = self.client.call("ping")
         return result
 
+    def _orphans_left(self) -> bool:
+        return _orphans_left_in(self.home.state_file)
+
     def kill(self) -> dict[str, Any]:
         """Stop every app, then the daemon (returns once the daemon is gone)."""
         from corral.client import Client
@@ -322,15 +327,30 @@ class API:
         try:
             client = Client(self.home, start=False)
         except OSError:
-            if not os.path.exists(self.home.state_file):
+            if not self._orphans_left():
                 return {"stopped": 0, "running": False}
-            # the daemon died and left apps: a new one adopts them, then stops them all
+            # the daemon died and left apps running: a new one adopts them, then stops them
             client = Client(self.home)
         result: dict[str, Any] = client.call("kill")
         client.close()
         client.wait_daemon_exit()
         self._client = None
         return result
+
+
+def _orphans_left_in(state_file: str) -> bool:
+    """Does the process list name a process that still runs (one a dead daemon left)?"""
+    import json
+
+    from corral.metrics import is_same_process
+
+    try:
+        with open(state_file) as f:
+            records = json.load(f).get("instances", [])
+    except (OSError, ValueError):
+        return False
+    return any(is_same_process(r.get("pid", 0), r.get("pid_create_time", 0.0))
+               for r in records)
 
 
 def _abs_log_path(path: str, cwd: str) -> str:

@@ -129,11 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("count", help="N, +N or -N")
     file_options(targets_cmd("delete", "stop apps and remove them from the list", ("del",)),
                  False)
-    for verb in ("startOrRestart", "startOrReload"):
+    for verb, how in (("startOrRestart", "restart"), ("startOrReload", "reload one by one")):
         p = sub.add_parser(verb, help="start the apps of an ecosystem file that are not "
-                           "running, restart the others with the file's settings")
+                           f"registered, {how} the others with the file's settings")
         p.add_argument("targets", nargs=1, metavar="file")
         file_options(p, True)
+        if verb == "startOrReload":
+            p.add_argument("--parallel", type=int, default=1, metavar="N",
+                           help="workers replaced at a time (default 1)")
     init = sub.add_parser("init", aliases=["ecosystem"],
                           help="write a commented ecosystem file in this folder")
     init.add_argument("--format", choices=("py", "toml", "yaml", "json"), default="py",
@@ -235,9 +238,23 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
         print_jlist(api.list(env=args.show_env))
     elif command == "start":
         return cmd_start(api, args, app_args)
-    elif command == "reload" and ecosystem_target(args.targets) is None \
-            and not getattr(args, "update_env", False) and not args.env_name:
-        result = api.reload(args.targets, parallel=args.parallel)
+    elif command in ("reload", "startOrReload"):
+        import os
+
+        file = ecosystem_target(args.targets)
+        if file is not None:
+            loaded = api.load_file(file, args.env_name, only_list(args))
+            warn(loaded.warnings)
+            result = api.apply(loaded.specs, "reload", parallel=getattr(args, "parallel", 1))
+        elif command == "startOrReload":
+            raise CorralError(f"{args.targets[0]}: startOrReload takes an ecosystem file")
+        elif args.env_name:
+            raise CorralError("--env applies an ecosystem file's env_<name>: give the file "
+                              "(`corral reload ecosystem.config.py --env NAME`), or use "
+                              "--update-env to take this shell's environment")
+        else:
+            result = api.reload(args.targets, parallel=args.parallel,
+                                env=dict(os.environ) if args.update_env else None)
         for name in result["restarted_fork_apps"]:
             print(f"corral: {name} runs in fork mode, which has no zero-downtime reload; "
                   "it was restarted", file=sys.stderr)
@@ -248,10 +265,8 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
     elif command == "scale":
         result = api.scale(args.name, args.count)
         print_table(result["list"])
-    elif command in ("stop", "restart", "delete", "del", "reset", "reload", "startOrRestart",
-                     "startOrReload"):
-        action = {"del": "delete", "reload": "restart", "startOrRestart": "restart",
-                  "startOrReload": "restart"}.get(command, command)
+    elif command in ("stop", "restart", "delete", "del", "reset", "startOrRestart"):
+        action = {"del": "delete", "startOrRestart": "restart"}.get(command, command)
         file = ecosystem_target(args.targets)
         if file is not None:
             result = act_on_file(api, action, file, args)

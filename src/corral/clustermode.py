@@ -52,16 +52,65 @@ def is_python_app(spec: AppSpec) -> bool:
     return False
 
 
+def shebang_python(path: str) -> str | None:
+    """The interpreter of a Python console script (its #! line), if it names one."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(512).decode(errors="replace").strip()
+    except OSError:
+        return None
+    if not first.startswith("#!") or "python" not in first:
+        return None
+    words = first[2:].split()
+    if os.path.basename(words[0]) == "env" and len(words) > 1:
+        return shutil.which(words[1])
+    return words[0]
+
+
+def worker_python(spec: AppSpec, default: str) -> str:
+    """Which Python runs the bootstrap: the app's interpreter, or its console script's."""
+    if spec.kind in ("script", "module"):
+        return spec.interpreter or default
+    program = spec.exec_path
+    if spec.kind == "shell":
+        try:
+            program = shutil.which(shlex.split(spec.script)[0]) or ""
+        except (ValueError, IndexError):
+            program = ""
+    return (shebang_python(program) if program else None) or default
+
+
 def worker_argv(spec: AppSpec, python: str) -> list[str]:
-    """The command line of one cluster worker: our bootstrap, then the app."""
-    interpreter = spec.interpreter if spec.interpreter and spec.kind != "shell" else python
+    """The command line of one cluster worker: our bootstrap, then the app. A shell
+    command goes through sh, so its variables are expanded as in fork mode."""
+    interpreter = worker_python(spec, python)
+    if spec.kind == "shell":
+        prefix = " ".join(shlex.quote(w) for w in [interpreter, *spec.interpreter_args, "-m",
+                                                    "corral.cluster.worker", "--"])
+        return ["/bin/sh", "-c", f'exec {prefix} {spec.script} "$@"', "sh", *spec.args]
     boot = [interpreter, *spec.interpreter_args, "-m", "corral.cluster.worker"]
     if spec.kind == "module":
         return [*boot, "-m", "--", spec.script, *spec.args]
-    if spec.kind == "shell":
-        words = shlex.split(spec.script)
-        return [*boot, "--", *words, *spec.args]
     return [*boot, "--", spec.exec_path, *spec.args]
+
+
+def import_path(home_root: str) -> str:
+    """A folder holding only `corral` (a link to this package), for PYTHONPATH: the
+    bootstrap then imports under any Python (an app's venv without corral in it)
+    without the rest of corral's environment leaking into the app."""
+    import corral
+
+    folder = os.path.join(home_root, "pylib")
+    link = os.path.join(folder, "corral")
+    target = os.path.dirname(os.path.abspath(corral.__file__))
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    if not os.path.islink(link) or os.readlink(link) != target:
+        try:
+            os.unlink(link)
+        except FileNotFoundError:
+            pass
+        os.symlink(target, link)
+    return folder
 
 
 class ClusterApp:

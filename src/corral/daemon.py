@@ -105,8 +105,11 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self.supervisor = Supervisor(self.home, self.schedule_save)
         records, next_id = self.load()
-        for inst in self.supervisor.restore(records, next_id):
-            self.supervisor.launch(inst)
+        # the door first: cluster workers that outlived the last daemon hand their
+        # listeners back through it, before a restarted sibling tries to bind
+        self._open_cluster_door(loop)
+        to_start = self.supervisor.restore(records, next_id)
+        loop.create_task(self._start_restored(to_start))
         try:
             os.unlink(self.home.socket)
         except FileNotFoundError:
@@ -117,7 +120,6 @@ class Daemon:
         finally:
             os.umask(old_umask)
         os.chmod(self.home.socket, 0o600)
-        self._open_cluster_door(loop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._signalled, sig)
         loop.add_signal_handler(signal.SIGQUIT, self._signalled, signal.SIGQUIT)
@@ -131,11 +133,30 @@ class Daemon:
             os.close(ready_fd)
         await self.shutdown.wait()
         self.server.close()
-        try:
-            os.unlink(self.home.socket)
-        except FileNotFoundError:
-            pass
+        for cluster in self.supervisor.clusters.values():
+            cluster.close()
+        for path in (self.home.socket, os.path.join(self.home.root, "cluster.sock")):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
         log.info("daemon exits")
+
+    async def _start_restored(self, instances: list[Instance]) -> None:
+        """Start what should run and does not; a cluster app whose other workers survived
+        waits (up to 2 s) for them to hand their listeners back first."""
+        waiting_for = {i.record.spec.name for i in self.supervisor.instances.values()
+                       if i.record.spec.exec_mode == "cluster" and i.alive}
+        if waiting_for and any(i.record.spec.name in waiting_for for i in instances):
+            deadline = asyncio.get_running_loop().time() + 2.0
+            while asyncio.get_running_loop().time() < deadline and any(
+                    i.alive and i.proc is not None and i.proc.worker is None
+                    for i in self.supervisor.instances.values()
+                    if i.record.spec.name in waiting_for):
+                await asyncio.sleep(0.05)
+        for inst in instances:
+            if not inst.alive:
+                self.supervisor.launch(inst)
 
     # ---- cluster workers of a previous daemon come back -------------------------
 
@@ -398,11 +419,25 @@ class Daemon:
             ids.append(inst.record.pm_id)
         return ids
 
-    async def rpc_apply(self, apps: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+    async def rpc_apply(self, apps: list[dict[str, Any]], mode: str, parallel: int = 1
+                        ) -> dict[str, Any]:
         """Apps of an ecosystem file: start those not registered; for those that are,
-        take the file's settings and restart them (mode restart) or start them if they
-        are not running (mode start)."""
+        take the file's settings and restart them (mode restart), reload them one by
+        one (mode reload) or start them if they are not running (mode start)."""
         specs = [AppSpec.from_dict(a) for a in apps]
+        if mode == "reload":
+            to_reload: list[Instance] = []
+            new: list[int] = []
+            for spec in specs:
+                existing = sorted((i for i in self.supervisor.instances.values()
+                                   if i.record.spec.name == spec.name),
+                                  key=lambda i: i.record.pm_id)
+                if not existing:
+                    new += self._add_instances(spec, spec.instances)
+                for inst in existing:
+                    inst.record.spec = AppSpec.from_dict(spec.to_dict())
+                    to_reload.append(inst)
+            return await self._reload(to_reload, parallel, started=new)
         started: list[int] = []
         restarted: list[int] = []
         untouched: list[int] = []
@@ -445,23 +480,39 @@ class Daemon:
         self.supervisor.close_idle_clusters()  # a stopped cluster app frees its port
         return result
 
-    async def rpc_reload(self, targets: list[dict[str, Any]], parallel: int = 1
-                         ) -> dict[str, Any]:
-        """Rolling reload: `parallel` instances at a time (1 by default, PM2 does 2)."""
+    async def rpc_reload(self, targets: list[dict[str, Any]], parallel: int = 1,
+                         env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Rolling reload: `parallel` instances at a time (1 by default, PM2 does 2). With
+        env (--update-env), the shell part of the apps' environment is replaced first."""
+        instances = self.resolve(targets)
+        if env is not None:
+            for inst in instances:
+                inst.record.spec.env = {**env, **inst.record.spec.env_overrides}
+        return await self._reload(instances, parallel)
+
+    async def _reload(self, instances: list[Instance], parallel: int,
+                      started: list[int] | None = None) -> dict[str, Any]:
         if parallel < 1:
             raise CorralError(f"--parallel {parallel}: give 1 or more instances at a time")
-        instances = self.resolve(targets)
         gate = asyncio.Semaphore(parallel)
+        failures: list[str] = []
 
-        async def one(inst: Instance) -> str | None:
+        async def one(inst: Instance) -> None:
             async with gate:
-                return await self.supervisor.reload(inst)
+                if failures:
+                    return  # a new worker failed to come up: leave the rest as they are
+                failure = await self.supervisor.reload(inst)
+                if failure:
+                    failures.append(failure)
 
-        failures = [f for f in await asyncio.gather(*(one(i) for i in instances)) if f]
+        await asyncio.gather(*(one(i) for i in instances))
+        if started:
+            await self._settled(started)
+        self.schedule_save()
         forked = sorted({i.record.spec.name for i in instances
                          if i.record.spec.exec_mode != "cluster"})
         return {"ids": [i.record.pm_id for i in instances], "failures": failures,
-                "restarted_fork_apps": forked, "list": self.view()}
+                "started": started or [], "restarted_fork_apps": forked, "list": self.view()}
 
     async def rpc_scale(self, name: str, count: str) -> dict[str, Any]:
         """PM2's scale: N, +N or -N instances; new ones copy the first, lowest index reused."""

@@ -141,7 +141,8 @@ def describe(row: dict[str, Any], show_env: bool) -> str:
         ("exec cwd", spec["cwd"]),
         ("exec mode", spec["exec_mode"]),
         *([("cluster policy", row.get("cluster_policy", "")),
-           ("listening", ", ".join(row.get("listening") or []) or "not yet")]
+           ("listening", ", ".join(row.get("listening") or [])
+            or ("not yet" if row["pid"] else ""))]
           if spec["exec_mode"] == "cluster" else []),
         ("out log path", row["out_log_path"]),
         ("error log path", row["err_log_path"]),

@@ -259,7 +259,7 @@ KEYS: dict[str, Key] = {
     "error_file": Key("error_file", to_str, ("error", "err", "err_file", "err_log")),
     "log_file": Key("log_file", lambda v: v if isinstance(v, bool) else to_str(v), ("log",),
                     pending="logs"),
-    "merge_logs": Key("merge_logs", to_bool, ("combine_logs",), pending="logs"),
+    "merge_logs": Key("merge_logs", to_bool, ("combine_logs",)),
     "log_date_format": Key("log_date_format", to_str, pending="logs"),
     "time": Key("time", to_bool, pending="logs"),
     "log_type": Key("log_type", to_log_type, pending="logs"),

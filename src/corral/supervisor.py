@@ -26,7 +26,7 @@ import psutil
 
 from corral import metrics
 from corral.cluster.primary import Worker
-from corral.clustermode import ClusterApp, worker_argv
+from corral.clustermode import ClusterApp, import_path, worker_argv
 from corral.logcapture import StreamCapture, open_child_end
 from corral.paths import Home
 from corral.spec import (
@@ -57,7 +57,7 @@ LEGAL: dict[str, frozenset[str]] = {
 
 RUNNING = frozenset({LAUNCHING, ONLINE, STOPPING})
 
-QUIET_SETTLE_S = 0.1
+QUIET_SETTLE_S = 0.25
 
 
 def now_ms() -> int:
@@ -251,6 +251,8 @@ class Supervisor:
             worker_id, parent_end, child_end = cluster.prepare(env)
             pass_fds = (child_end.fileno(),)
             argv = worker_argv(spec, sys.executable)
+            shim = import_path(self.home.root)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH")) if p)
         else:
             argv = spec.argv()
         out_fd = open_child_end(self._fifo(rec.pm_id, "out"))
@@ -611,7 +613,7 @@ class Supervisor:
                                     waiter.wait(), new.exited.wait())
             finally:
                 inst.pending.remove(new)
-            if not new.alive or (not came and not new.alive):
+            if not new.alive:
                 rc = new.returncode
                 how = (f"killed by {signal.Signals(-rc).name}" if rc is not None and rc < 0
                        else f"exited with code {rc}")

@@ -183,7 +183,8 @@ def _bind(self: socket.socket, address: Any) -> None:
         raise OSError(errno.EOPNOTSUPP,
                       "corral.cluster: the rr policy hands connections to the server's accept() "
                       "in Python, and uvloop accepts in C (libuv); use the shared policy "
-                      "(CORRAL_CLUSTER_SCHED_POLICY=shared)")
+                      "(corral start --cluster-policy shared, or "
+                      "CORRAL_CLUSTER_SCHED_POLICY=shared)")
     v6only = False
     if self.family == socket.AF_INET6:
         v6only = bool(_real_getsockopt(self, socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))

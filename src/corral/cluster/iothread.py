@@ -16,7 +16,9 @@ log = logging.getLogger("corral.cluster")
 
 
 class IOThread:
-    def __init__(self, name: str = "corral-cluster-io") -> None:
+    def __init__(self, name: str = "corral-cluster-io", daemon: bool = False) -> None:
+        """daemon=False keeps a script's primary alive while it has workers (Node's rule);
+        corral's daemon uses a daemon thread, which never holds its exit."""
         self.selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -26,7 +28,7 @@ class IOThread:
         self._lock = threading.Lock()
         self._stopping = False
         self.keep_running: Callable[[], bool] = lambda: True
-        self.thread = threading.Thread(target=self._run, name=name, daemon=False)
+        self.thread = threading.Thread(target=self._run, name=name, daemon=daemon)
         self.started = False
         self._timeout: float | None = 0.5
         self.main_done = False

@@ -149,7 +149,7 @@ class Primary(EventEmitter):
         self._ids = itertools.count(1)
         self._table_lock = threading.RLock()
         self._setup_done = False
-        self.io = IOThread()
+        self.io = IOThread(daemon=not standalone)
         self.io.keep_running = self._keep_running
         self._frozen_policy = False
         self.warnings: list[str] = []
