@@ -199,7 +199,7 @@ class API:
             interp is not None and "python" in os.path.basename(interp)
         ) or (interp is None and exec_path.endswith(".py"))
         for key in ("out_file", "error_file", "log_file"):
-            if options.get(key):
+            if options.get(key) and options[key] != "true":
                 options[key] = _abs_log_path(options[key], workdir)
         if not options.get("name"):
             options["name"] = default_name

@@ -94,6 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="env var holding the instance index (default CORRAL_INSTANCE)")
     start.add_argument("-o", "--output", help="stdout log file (NULL disables)")
     start.add_argument("-e", "--error", help="stderr log file (NULL disables)")
+    start.add_argument("-l", "--log", nargs="?", const="true", metavar="PATH",
+                       help="also write stdout and stderr to one combined file "
+                       "(default CORRAL_HOME/logs/NAME-ID.log)")
+    start.add_argument("--merge-logs", action="store_true",
+                       help="instances share their log files (no -ID suffix)")
+    start.add_argument("--log-date-format", metavar="FMT",
+                       help="stamp each line, PM2's tokens: \"YYYY-MM-DD HH:mm:ss.SSS Z\"")
+    start.add_argument("--time", action="store_true",
+                       help="stamp each line with YYYY-MM-DDTHH:mm:ss")
+    start.add_argument("--log-type", choices=("raw", "json"),
+                       help="json: one JSON object a line (message, timestamp, type, ...)")
+    start.add_argument("--disable-logs", action="store_true", help="write no log files")
+    start.add_argument("--log-max-size", metavar="SIZE",
+                       help="rotate a log file at this size (10M, 1G, ...)")
+    start.add_argument("--log-retain", type=int, metavar="N",
+                       help="rotated files kept (default: all)")
+    start.add_argument("--log-compress", action="store_true", help="gzip rotated files")
     start.add_argument("-f", "--force", action="store_true",
                        help="start the script again even if it is already managed")
 
@@ -161,6 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="send a signal to apps' main processes")
     sig.add_argument("signal", help="signal name or number (SIGUSR1, 10, ...)")
     sig.add_argument("targets", nargs="+", metavar="target")
+    logs = sub.add_parser("logs", aliases=["log"], help="show and follow apps' logs",
+                          description="Print the last lines of each log file, then follow "
+                          "new lines as they come. Without a target: every app and the "
+                          "daemon's own log.")
+    logs.add_argument("targets", nargs="*", metavar="target")
+    logs.add_argument("--lines", type=int, default=15, metavar="N",
+                      help="lines of each file to print first (default 15)")
+    logs.add_argument("--raw", action="store_true", help="no id|name prefix")
+    logs.add_argument("--json", action="store_true", help="one JSON object a line")
+    logs.add_argument("--err", action="store_true", help="stderr only")
+    logs.add_argument("--out", action="store_true", help="stdout only")
+    logs.add_argument("--nostream", action="store_true", help="print and exit, do not follow")
+    logs.add_argument("--timestamp", nargs="?", const="YYYY-MM-DD-HH:mm:ss", metavar="FMT",
+                      help="prefix followed lines with the time (default YYYY-MM-DD-HH:mm:ss)")
+    flush = sub.add_parser("flush", help="empty log files (of the targets, or all)")
+    flush.add_argument("targets", nargs="*", metavar="target")
+    sub.add_parser("reloadLogs", aliases=["reload-logs"],
+                   help="reopen every log file (after an external rotation; also SIGUSR2)")
     sub.add_parser("ping", help="check the daemon, starting it if needed")
     sub.add_parser("kill", help="stop every app, then the daemon")
     return parser
@@ -262,6 +297,18 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
         for failure in result["failures"]:
             print(f"corral: error: {failure}", file=sys.stderr)
         return 1 if result["failures"] else 0
+    elif command in ("logs", "log"):
+        from corral import logview, render
+
+        types = ["err"] if args.err else ["out"] if args.out else ["out", "err", "daemon"]
+        return logview.show(api, args.targets, args.lines, types, args.raw, args.json,
+                            args.timestamp, not args.nostream, render.use_colour())
+    elif command == "flush":
+        result = api.client.call("flush", targets=api.targets(args.targets))
+        print(f"corral: emptied {len(result['files'])} log file(s)")
+    elif command in ("reloadLogs", "reload-logs"):
+        result = api.client.call("reload_logs")
+        print(f"corral: reopened {result['files']} log file(s)")
     elif command == "scale":
         result = api.scale(args.name, args.count)
         print_table(result["list"])
@@ -334,6 +381,17 @@ def _match(rows: list[dict[str, Any]], targets: list[str]) -> list[dict[str, Any
         for r in found:
             chosen[r["pm_id"]] = r
     return list(chosen.values())
+
+
+def _size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    from corral.schema import BadValue, to_bytes
+
+    try:
+        return to_bytes(text)
+    except BadValue as exc:
+        raise CorralError(f"--log-max-size {text!r}: {exc}") from None
 
 
 def _match_quietly(rows: list[dict[str, Any]], target: str) -> bool:
@@ -431,6 +489,15 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
             instance_var=args.instance_var,
             out_file=args.output,
             error_file=args.error,
+            log_file=args.log,
+            merge_logs=args.merge_logs or None,
+            log_date_format=args.log_date_format or ("YYYY-MM-DDTHH:mm:ss" if args.time
+                                                     else None),
+            log_type=args.log_type,
+            disable_logs=args.disable_logs or None,
+            log_max_size_bytes=_size(args.log_max_size),
+            log_retain=args.log_retain,
+            log_compress=args.log_compress or None,
             force=args.force,
         )
     except CorralError as exc:

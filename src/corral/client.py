@@ -123,6 +123,17 @@ class Client:
             raise CorralError(error["message"], code=error.get("code", 1))
         return response["result"]
 
+    def stream(self, method: str, **params: object) -> Any:
+        """Send one request and yield every frame the daemon sends back (follow)."""
+        first = self.call(method, **params)
+        yield first
+        while True:
+            try:
+                frame: Any = read_frame(self.sock)
+            except (OSError, ProtocolError):
+                return
+            yield frame
+
     def close(self) -> None:
         self.sock.close()
 

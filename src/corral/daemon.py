@@ -49,6 +49,7 @@ class Daemon:
         self.shutdown = asyncio.Event()
         self.server: asyncio.AbstractServer | None = None
         self.started_at = time.time()
+        self.followers: list[Follower] = []
 
     # ---- persistence -------------------------------------------------------
 
@@ -103,7 +104,9 @@ class Daemon:
 
     async def run(self, ready_fd: int | None) -> None:
         loop = asyncio.get_running_loop()
-        self.supervisor = Supervisor(self.home, self.schedule_save)
+        self.supervisor = Supervisor(self.home, self.schedule_save, self.publish,
+                                     self.following)
+        logging.getLogger().addHandler(_FollowHandler(self))
         records, next_id = self.load()
         # the door first: cluster workers that outlived the last daemon hand their
         # listeners back through it, before a restarted sibling tries to bind
@@ -229,15 +232,25 @@ class Daemon:
                  inst.record.pm_id, pid)
         self.schedule_save()
 
-    def reopen_logs(self) -> None:
+    def reopen_logs(self) -> int:
         """SIGUSR2 (PM2's reloadLogs): reopen every log file, after an external rotation."""
-        count = 0
-        for inst in self.supervisor.instances.values():
-            for capture in (inst.out, inst.err):
-                if capture is not None:
-                    capture.reopen()
-                    count += 1
-        log.info("reopened %d log files", count)
+        files = list(self.supervisor.log_files.files.values())
+        for file in files:
+            file.reopen()
+        log.info("reopened %d log files", len(files))
+        return len(files)
+
+    # ---- following logs ------------------------------------------------------
+
+    def following(self) -> bool:
+        return bool(self.followers)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """A log line for whoever follows (bounded queues: a slow follower loses lines,
+        counted and told; the files never do)."""
+        for follower in self.followers:
+            if follower.wants(event):
+                follower.offer(event)
 
     def _signalled(self, sig: int) -> None:
         """Signal handlers only enqueue; on_signal does the work."""
@@ -287,6 +300,9 @@ class Daemon:
                 if size > MAX_FRAME:
                     return
                 request = json.loads(await reader.readexactly(size))
+                if request.get("method") == "follow":
+                    await self.stream_logs(request, reader, writer)
+                    return
                 response = await self.dispatch(request)
                 writer.write(encode(response))
                 await writer.drain()
@@ -314,6 +330,43 @@ class Daemon:
                                          f"{self.home.daemon_log})", "code": 2}}
         return {"id": rid, "result": result}
 
+    async def stream_logs(self, request: dict[str, Any], reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        """The `follow` request turns the connection into a stream of log events."""
+        params = request.get("params", {})
+        try:
+            ids = ({i.record.pm_id for i in self.resolve(params["targets"])}
+                   if params.get("targets") else None)
+        except CorralError as exc:
+            writer.write(encode({"id": request.get("id"), "error": {"message": exc.message,
+                                                                     "code": exc.code}}))
+            await writer.drain()
+            return
+        follower = Follower(ids, set(params.get("types") or ("out", "err", "daemon")))
+        self.followers.append(follower)
+        writer.write(encode({"id": request.get("id"), "result": "following"}))
+        gone = asyncio.ensure_future(reader.read())  # the client closing ends the stream
+        try:
+            while not gone.done():
+                getter = asyncio.ensure_future(follower.queue.get())
+                await asyncio.wait({getter, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    break
+                batch = [getter.result()]
+                while not follower.queue.empty() and len(batch) < 512:
+                    batch.append(follower.queue.get_nowait())
+                if follower.dropped:
+                    batch.append({"dropped": follower.dropped})
+                    follower.dropped = 0
+                writer.write(encode({"events": batch}))
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.followers.remove(follower)
+            gone.cancel()
+
     # ---- views -------------------------------------------------------------
 
     def view(self, with_env: bool = False) -> list[dict[str, Any]]:
@@ -331,8 +384,8 @@ class Daemon:
             data["cluster_policy"] = cluster.policy if cluster else (
                 inst.record.spec.cluster_policy or "shared")
             data["attached"] = bool(inst.proc and inst.proc.worker is not None)
-            data["log_write_error"] = (inst.out and inst.out.write_error) or (
-                inst.err and inst.err.write_error) or None
+            data["log_write_error"] = next((f.error for f in inst.files if f.error), None)
+            data["log_dropped_bytes"] = sum(f.dropped_bytes for f in inst.files)
             rows.append(data)
         return rows
 
@@ -595,11 +648,69 @@ class Daemon:
                     pass
         return {"ids": sent, "signal": sig.name}
 
+    async def rpc_log_files(self, targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        instances = self.resolve(targets) if targets else sorted(
+            self.supervisor.instances.values(), key=lambda i: i.record.pm_id)
+        return [{"pm_id": i.record.pm_id, "name": i.record.spec.name,
+                 "out": i.record.out_log_path, "err": i.record.err_log_path,
+                 "combined": i.record.log_path} for i in instances]
+
+    async def rpc_flush(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
+        """Empty the log files of the targets (all, and the daemon's log, without)."""
+        instances = self.resolve(targets) if targets else list(
+            self.supervisor.instances.values())
+        files = {f.path: f for i in instances for f in i.files}
+        for file in files.values():
+            file.truncate()
+        if not targets:
+            try:
+                os.truncate(self.home.daemon_log, 0)
+            except OSError:
+                pass
+        return {"files": sorted(files)}
+
+    async def rpc_reload_logs(self) -> dict[str, Any]:
+        return {"files": self.reopen_logs()}
+
     async def rpc_kill(self) -> dict[str, Any]:
         instances = list(self.supervisor.instances.values())
         await asyncio.gather(*(self.supervisor.delete(i) for i in instances))
         self.save()
         return {"stopped": len(instances)}
+
+
+class Follower:
+    QUEUE_SIZE = 10_000
+
+    def __init__(self, ids: set[int] | None, types: set[str]) -> None:
+        self.ids = ids
+        self.types = types
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.QUEUE_SIZE)
+        self.dropped = 0
+
+    def wants(self, event: dict[str, Any]) -> bool:
+        if event["type"] not in self.types:
+            return False
+        return self.ids is None or event["pm_id"] in self.ids
+
+    def offer(self, event: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+
+class _FollowHandler(logging.Handler):
+    """The daemon's own log lines, for `corral logs` without a target."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        super().__init__(logging.INFO)
+        self.daemon = daemon
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.daemon.followers:
+            self.daemon.publish({"pm_id": -1, "name": "corral", "type": "daemon",
+                                 "at": record.created, "line": self.format(record)})
 
 
 def main(argv: list[str] | None = None) -> int:

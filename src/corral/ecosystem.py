@@ -292,7 +292,9 @@ def _build(api: API, path: str, folder: str, index: int, app: dict[str, Any],
             full = os.path.join(cwd, os.path.expanduser(target))
             _check_log_folder(path, label, key, full)
     log_file = options.get("log_file")
-    if log_file is True or log_file is False:
+    if log_file is True:
+        options["log_file"] = "true"  # the default combined file
+    elif log_file is False:
         options.pop("log_file")
     try:
         spec = api.spec(script, cwd=cwd, env=env, **options)

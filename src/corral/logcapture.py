@@ -1,4 +1,4 @@
-"""The capture path of an instance's stdout and stderr.
+"""The capture path of an instance's stdout and stderr, and the log files.
 
 Each stream goes through a named pipe (FIFO) in CORRAL_HOME/pipes. The child
 gets the FIFO opened read-write, so it always holds a reader of its own: when
@@ -7,8 +7,11 @@ EPIPE (which kills chatty PM2 children, reference/pm2.md §4.6). The daemon
 opens the same FIFO read-write and non-blocking, so it never sees EOF between
 restarts, and a new daemon simply reopens it and reads what waited there.
 
-The daemon's reader is an event-loop callback: it reads what is there and
-appends it to the log file. Nothing here blocks on the child.
+The daemon's reader is an event-loop callback: it reads what is there, cuts it
+into lines (a line split across reads is joined again, never cut), stamps them
+(log_date_format, or one JSON object a line) and appends them to the log
+files, which rotate between lines. Nothing here blocks on the child, and
+nothing is sent to followers unless someone follows.
 """
 
 from __future__ import annotations
@@ -19,12 +22,20 @@ import fcntl
 import logging
 import os
 import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from corral.logformat import compile_date_format, json_line
 
 log = logging.getLogger("corral.logs")
 
 PIPE_SIZE = 1024 * 1024
 READ_SIZE = 256 * 1024
+PARTIAL_FLUSH_S = 0.5  # a line without its newline reaches the file this soon
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+NULL_PATHS = ("/dev/null", "NULL")
 
 
 def make_fifo(path: str) -> None:
@@ -50,7 +61,7 @@ def open_child_end(path: str) -> int:
 
 def open_log_file(path: str) -> int:
     """Open (creating its folder) a log file for appending; raise OSError if impossible."""
-    if path in ("/dev/null", "NULL"):
+    if path in NULL_PATHS:
         return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
     folder = os.path.dirname(path)
     if folder:
@@ -58,74 +69,268 @@ def open_log_file(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
 
 
-class StreamCapture:
-    """Reads one FIFO and appends what arrives to one log file."""
+@dataclass
+class Rotation:
+    max_bytes: int = 0  # 0: no size rotation
+    retain: int = 0  # rotated files kept (0: keep all)
+    compress: bool = False
+    daily: bool = False
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, fifo_path: str, log_path: str) -> None:
+
+class LogFile:
+    """One file on disk, maybe shared by several streams (merge_logs, the combined log).
+
+    Writers append whole lines; it rotates only between lines, so a rotation never
+    cuts or repeats one."""
+
+    def __init__(self, path: str, rotation: Rotation) -> None:
+        self.path = path
+        self.rotation = rotation
+        self.fd = open_log_file(path)
+        self.size = self._current_size()
+        self.day = time.localtime().tm_yday
+        self.mid_line = False
+        self.error: str | None = None
+        self.dropped_bytes = 0
+        self.written_bytes = 0
+        self.refs = 0
+
+    def _current_size(self) -> int:
+        try:
+            return os.fstat(self.fd).st_size
+        except OSError:
+            return 0
+
+    def write(self, data: bytes, ends_line: bool = True) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.fd, view)
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                if self.error is None:
+                    log.error("cannot write %s: %s", self.path, exc.strerror)
+                self.error = f"{self.path}: {exc.strerror} ({errno.errorcode.get(exc.errno or 0)})"
+                self.dropped_bytes += len(view)
+                return
+            self.size += written
+            self.written_bytes += written
+            view = view[written:]
+        self.error = None
+        self.mid_line = not ends_line
+        if not self.mid_line and self._due():
+            self.rotate()
+
+    def _due(self) -> bool:
+        rotation = self.rotation
+        if self.path in NULL_PATHS:
+            return False
+        if rotation.max_bytes and self.size >= rotation.max_bytes:
+            return True
+        return rotation.daily and time.localtime().tm_yday != self.day and self.size > 0
+
+    def rotate(self) -> None:
+        """path -> path.1 (-> .2 ...), keep `retain`, gzip in a thread if asked, reopen."""
+        keep = self.rotation.retain
+        suffix = ".gz" if self.rotation.compress else ""
+        index = 1
+        while os.path.exists(f"{self.path}.{index}") or os.path.exists(
+                f"{self.path}.{index}{suffix}"):
+            index += 1
+        for n in range(index, 1, -1):
+            for ext in ("", suffix) if suffix else ("",):
+                older = f"{self.path}.{n - 1}{ext}"
+                if os.path.exists(older):
+                    os.replace(older, f"{self.path}.{n}{ext}")
+        try:
+            os.replace(self.path, f"{self.path}.1")
+        except OSError as exc:
+            log.error("cannot rotate %s: %s", self.path, exc.strerror)
+            return
+        self.reopen()
+        if keep:
+            n = keep + 1
+            while os.path.exists(f"{self.path}.{n}") or os.path.exists(f"{self.path}.{n}{suffix}"):
+                for ext in ("", suffix):
+                    try:
+                        os.unlink(f"{self.path}.{n}{ext}")
+                    except FileNotFoundError:
+                        pass
+                n += 1
+        if self.rotation.compress:
+            asyncio.get_running_loop().run_in_executor(None, _gzip, f"{self.path}.1")
+
+    def reopen(self) -> None:
+        try:
+            new_fd = open_log_file(self.path)
+        except OSError as exc:
+            self.error = f"{self.path}: {exc.strerror}"
+            log.error("cannot reopen %s: %s", self.path, exc.strerror)
+            return
+        os.close(self.fd)
+        self.fd = new_fd
+        self.size = self._current_size()
+        self.day = time.localtime().tm_yday
+
+    def truncate(self) -> None:
+        try:
+            os.ftruncate(self.fd, 0)
+            self.size = 0
+        except OSError as exc:
+            log.error("cannot flush %s: %s", self.path, exc.strerror)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _gzip(path: str) -> None:
+    import gzip
+    import shutil
+
+    try:
+        with open(path, "rb") as src, gzip.open(f"{path}.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+        os.unlink(path)
+    except OSError as exc:
+        log.error("cannot compress %s: %s", path, exc)
+
+
+class LogFiles:
+    """The open log files by path: instances that write to one file share it."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, LogFile] = {}
+
+    def acquire(self, path: str, rotation: Rotation) -> LogFile:
+        existing = self.files.get(path)
+        if existing is None:
+            existing = self.files[path] = LogFile(path, rotation)
+        existing.refs += 1
+        return existing
+
+    def release(self, file: LogFile) -> None:
+        file.refs -= 1
+        if file.refs <= 0 and self.files.get(file.path) is file:
+            del self.files[file.path]
+            file.close()
+
+
+@dataclass
+class LineFormat:
+    date_format: str | None = None
+    json: bool = False
+
+    def stamp(self) -> Callable[[float], str] | None:
+        return compile_date_format(self.date_format) if self.date_format else None
+
+
+class StreamCapture:
+    """Reads one FIFO and appends what arrives, line by line, to its log files."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fifo_path: str, stream: str,
+                 files: list[LogFile], fmt: LineFormat, pm_id: int, app_name: str,
+                 publish: Callable[[dict[str, Any]], None] | None = None,
+                 following: Callable[[], bool] = lambda: False) -> None:
         self.loop = loop
         self.fifo_path = fifo_path
-        self.log_path = log_path
-        self.bytes_written = 0
-        self.write_error: str | None = None
+        self.stream = stream
+        self.files = files
+        self.fmt = fmt
+        self.date = fmt.stamp()
+        self.pm_id = pm_id
+        self.app_name = app_name
+        self.publish = publish
+        self.following = following
+        self.partial = b""  # the start of a line whose newline has not come yet
+        self.mid_line = False  # the files hold the start of the current line already
+        self.flush_timer: asyncio.TimerHandle | None = None
         make_fifo(fifo_path)
         self.read_fd = os.open(fifo_path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             fcntl.fcntl(self.read_fd, F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
             pass
-        self.log_fd = open_log_file(log_path)
         loop.add_reader(self.read_fd, self._on_readable)
+
+    @property
+    def write_error(self) -> str | None:
+        return next((f.error for f in self.files if f.error), None)
 
     def _on_readable(self) -> None:
         self.drain(max_reads=8)
 
     def drain(self, max_reads: int | None = None) -> None:
-        """Move what waits in the pipe to the file (all of it, or up to max_reads chunks)."""
+        """Move what waits in the pipe to the files (all of it, or up to max_reads chunks)."""
         reads = 0
         while max_reads is None or reads < max_reads:
             try:
                 chunk = os.read(self.read_fd, READ_SIZE)
             except BlockingIOError:
                 return
-            except OSError as exc:
-                if exc.errno == errno.EINTR:
-                    continue
-                raise
+            except InterruptedError:
+                continue
             if not chunk:
                 return
             reads += 1
-            self._write(chunk)
+            self.feed(chunk, time.time())
 
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self.log_fd, view)
-            except OSError as exc:
-                if self.write_error is None:
-                    log.error("cannot write %s: %s", self.log_path, exc.strerror)
-                self.write_error = f"{self.log_path}: {exc.strerror}"
-                return
-            self.bytes_written += written
-            view = view[written:]
-        self.write_error = None
+    def feed(self, chunk: bytes, now: float) -> None:
+        data = self.partial + chunk if self.partial else chunk
+        cut = data.rfind(b"\n") + 1
+        complete, self.partial = data[:cut], data[cut:]
+        if complete:
+            self._emit(complete, now, ends_line=True)
+        if self.partial and self.flush_timer is None:
+            self.flush_timer = self.loop.call_later(PARTIAL_FLUSH_S, self.flush_partial)
 
-    def reopen(self) -> None:
-        """Open the log file again (it was moved away by an external rotation)."""
+    def flush_partial(self, end_line: bool = False) -> None:
+        """Write the line in progress now (it is continued later without a new stamp), or
+        complete it with a newline (end_line: the app has exited)."""
+        if self.flush_timer is not None:
+            self.flush_timer.cancel()
+            self.flush_timer = None
+        if self.partial and (end_line or not self.fmt.json):
+            data = self.partial + (b"\n" if end_line else b"")
+            self.partial = b""
+            self._emit(data, time.time(), ends_line=end_line)
+        elif end_line and self.mid_line:
+            self._emit(b"\n", time.time(), ends_line=True)
+
+    def _emit(self, data: bytes, now: float, ends_line: bool) -> None:
+        lines = None
+        if self.fmt.json:
+            lines = data.splitlines()
+            out = b"".join(json_line(line, self.stream, self.pm_id, self.app_name, now,
+                                     self.date) for line in lines)
+        elif self.date is not None:
+            prefix = f"{self.date(now)}: ".encode()
+            ends = data.endswith(b"\n")
+            lines = (data[:-1] if ends else data).split(b"\n")
+            first = lines[0] if self.mid_line else prefix + lines[0]
+            out = b"\n".join([first, *(prefix + line for line in lines[1:])])
+            if ends:
+                out += b"\n"
+        else:
+            out = data
+        for file in self.files:
+            file.write(out, ends_line)
+        self.mid_line = not ends_line
+        if self.publish is not None and self.following():
+            for line in (lines if lines is not None else data.splitlines()):
+                self.publish({"pm_id": self.pm_id, "name": self.app_name,
+                              "type": self.stream, "at": now,
+                              "line": line.decode("utf-8", errors="replace")})
+
+    def exited(self) -> None:
+        """The process ended: take what it wrote last, and complete its last line."""
         self.drain()
-        try:
-            new_fd = open_log_file(self.log_path)
-        except OSError as exc:
-            self.write_error = f"{self.log_path}: {exc.strerror}"
-            log.error("cannot reopen %s: %s", self.log_path, exc.strerror)
-            return
-        os.close(self.log_fd)
-        self.log_fd = new_fd
+        self.flush_partial(end_line=True)
 
     def close(self) -> None:
         self.loop.remove_reader(self.read_fd)
         try:
             self.drain()
+            self.flush_partial(end_line=True)
         finally:
             os.close(self.read_fd)
-            os.close(self.log_fd)

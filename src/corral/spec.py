@@ -64,8 +64,12 @@ class AppSpec:
     log_date_format: str | None = None
     log_type: str | None = None
     merge_logs: bool = False
-    log_file: str | None = None
+    log_file: str | None = None  # the combined out+err file ("" or None: none)
     disable_logs: bool = False
+    log_max_size_bytes: int = 0  # rotate when a file reaches this size (0: never)
+    log_retain: int = 0  # rotated files kept (0: all)
+    log_compress: bool = False  # gzip rotated files
+    log_rotate_daily: bool = False
     listen_timeout_ms: int = DEFAULT_LISTEN_TIMEOUT_MS
     wait_ready: bool = False
     shutdown_with_message: bool = False
@@ -116,6 +120,7 @@ class InstanceRecord:
     reason: str | None = None  # why the last stop / error happened
     out_log_path: str = ""
     err_log_path: str = ""
+    log_path: str = ""  # the combined file, if any
     adopted: bool = False
     listening: list[str] = field(default_factory=list)  # cluster mode: addresses served
     last_error: str | None = None  # cluster mode: the last listener the app could not get

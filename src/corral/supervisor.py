@@ -27,7 +27,14 @@ import psutil
 from corral import metrics
 from corral.cluster.primary import Worker
 from corral.clustermode import ClusterApp, import_path, worker_argv
-from corral.logcapture import StreamCapture, open_child_end
+from corral.logcapture import (
+    LineFormat,
+    LogFile,
+    LogFiles,
+    Rotation,
+    StreamCapture,
+    open_child_end,
+)
 from corral.paths import Home
 from corral.spec import (
     EXP_BACKOFF_CAP_MS,
@@ -117,6 +124,7 @@ class Instance:
         self.lock = asyncio.Lock()
         self.out: StreamCapture | None = None
         self.err: StreamCapture | None = None
+        self.files: list[LogFile] = []
 
     @property
     def alive(self) -> bool:
@@ -128,9 +136,14 @@ class Instance:
 
 
 class Supervisor:
-    def __init__(self, home: Home, on_change: Callable[[], None]) -> None:
+    def __init__(self, home: Home, on_change: Callable[[], None],
+                 publish: Callable[[dict[str, Any]], None] | None = None,
+                 following: Callable[[], bool] = lambda: False) -> None:
         self.home = home
         self.on_change = on_change
+        self.publish = publish
+        self.following = following
+        self.log_files = LogFiles()
         self.loop = asyncio.get_running_loop()
         self.instances: dict[int, Instance] = {}
         self.next_id = 0
@@ -165,10 +178,13 @@ class Supervisor:
             index += 1
         return index
 
-    def log_paths(self, spec: AppSpec, pm_id: int) -> tuple[str, str]:
-        """Default files carry the id; a configured file gets `-<id>` too when the app has
-        several instances, unless merge_logs (PM2's rule)."""
+    def log_paths(self, spec: AppSpec, pm_id: int) -> tuple[str, str, str]:
+        """(out, err, combined) for one instance. Files carry `-<id>` unless merge_logs
+        (PM2's rule); `NULL`//dev/null or disable_logs turn a stream off."""
+        if spec.disable_logs:
+            return "/dev/null", "/dev/null", ""
         base = safe_name(spec.name)
+        suffix = "" if spec.merge_logs else f"-{pm_id}"
         several = spec.instances > 1 or spec.exec_mode == "cluster"
 
         def configured(path: str) -> str:
@@ -178,16 +194,20 @@ class Supervisor:
             return f"{stem}-{pm_id}{ext}"
 
         out = (configured(spec.out_file) if spec.out_file
-               else os.path.join(self.home.logs, f"{base}-out-{pm_id}.log"))
+               else os.path.join(self.home.logs, f"{base}-out{suffix}.log"))
         err = (configured(spec.error_file) if spec.error_file
-               else os.path.join(self.home.logs, f"{base}-error-{pm_id}.log"))
-        return out, err
+               else os.path.join(self.home.logs, f"{base}-error{suffix}.log"))
+        combined = ""
+        if spec.log_file:
+            combined = (os.path.join(self.home.logs, f"{base}{suffix}.log")
+                        if spec.log_file == "true" else configured(spec.log_file))
+        return out, err, combined
 
     def add(self, spec: AppSpec, index: int) -> Instance:
         """Register a new instance (not started) with the next pm_id."""
         pm_id = self.next_id
         self.next_id += 1
-        out, err = self.log_paths(spec, pm_id)
+        out, err, combined = self.log_paths(spec, pm_id)
         record = InstanceRecord(
             pm_id=pm_id,
             spec=spec,
@@ -195,6 +215,7 @@ class Supervisor:
             created_at=now_ms(),
             out_log_path=out,
             err_log_path=err,
+            log_path=combined,
         )
         inst = Instance(record)
         self._open_captures(inst)
@@ -207,12 +228,38 @@ class Supervisor:
 
     def _open_captures(self, inst: Instance) -> None:
         rec = inst.record
-        inst.out = StreamCapture(self.loop, self._fifo(rec.pm_id, "out"), rec.out_log_path)
+        spec = rec.spec
+        rotation = Rotation(spec.log_max_size_bytes, spec.log_retain, spec.log_compress,
+                            spec.log_rotate_daily)
+        fmt = LineFormat(spec.log_date_format, spec.log_type == "json")
+        acquired: list[LogFile] = []
         try:
-            inst.err = StreamCapture(self.loop, self._fifo(rec.pm_id, "err"), rec.err_log_path)
+            out = self.log_files.acquire(rec.out_log_path, rotation)
+            acquired.append(out)
+            err = self.log_files.acquire(rec.err_log_path, rotation)
+            acquired.append(err)
+            if rec.log_path:
+                acquired.append(self.log_files.acquire(rec.log_path, rotation))
         except OSError:
-            inst.out.close()
+            for file in acquired:
+                self.log_files.release(file)
             raise
+        combined = acquired[2:]
+        inst.files = acquired
+        for stream, file in (("out", out), ("err", err)):
+            capture = StreamCapture(self.loop, self._fifo(rec.pm_id, stream), stream,
+                                    [file, *combined], fmt, rec.pm_id, spec.name,
+                                    self.publish, self.following)
+            setattr(inst, stream, capture)
+
+    def _close_captures(self, inst: Instance) -> None:
+        for capture in (inst.out, inst.err):
+            if capture is not None:
+                capture.close()
+        inst.out = inst.err = None
+        for file in inst.files:
+            self.log_files.release(file)
+        inst.files = []
 
     # ---- launching ---------------------------------------------------------
 
@@ -385,7 +432,7 @@ class Supervisor:
             return  # a reload's old (or failed new) process: not the instance's
         for capture in (inst.out, inst.err):
             if capture is not None:
-                capture.drain()
+                capture.exited()
         rec.pid = 0
         rec.pid_create_time = 0.0
         rec.listening = []
@@ -659,9 +706,7 @@ class Supervisor:
 
     def forget(self, inst: Instance) -> None:
         rec = inst.record
-        for capture in (inst.out, inst.err):
-            if capture is not None:
-                capture.close()
+        self._close_captures(inst)
         for stream in ("out", "err"):
             try:
                 os.unlink(self._fifo(rec.pm_id, stream))

@@ -1,0 +1,114 @@
+"""`corral logs`: the last lines of each file, then the live stream from the daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from corral.logformat import compile_date_format
+
+COLOURS = ["36", "32", "35", "33", "34", "31", "96", "92", "95", "93"]
+DEFAULT_TIMESTAMP = "YYYY-MM-DD-HH:mm:ss"
+
+
+def tail(path: str, count: int) -> list[bytes]:
+    """The last `count` lines of a file, read backwards in blocks."""
+    if count <= 0:
+        return []
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return []
+    with f:
+        f.seek(0, os.SEEK_END)
+        end = f.tell()
+        data = b""
+        block = 64 * 1024
+        while end > 0 and data.count(b"\n") <= count:
+            start = max(0, end - block)
+            f.seek(start)
+            data = f.read(end - start) + data
+            end = start
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines[-count:]
+
+
+class Printer:
+    def __init__(self, raw: bool, as_json: bool, timestamp: str | None, colour: bool) -> None:
+        self.raw = raw
+        self.as_json = as_json
+        self.stamp = compile_date_format(timestamp) if timestamp else None
+        self.colour = colour
+        self.width = 0
+
+    def line(self, pm_id: int, name: str, kind: str, text: str, at: float | None = None
+             ) -> None:
+        if self.as_json:
+            out = json.dumps({"message": text, "timestamp": time.strftime(
+                "%Y-%m-%dT%H:%M:%S", time.localtime(at or time.time())), "type": kind,
+                "process_id": pm_id, "app_name": name})
+        elif self.raw:
+            out = text
+        else:
+            self.width = max(self.width, len(name))
+            label = f"{pm_id if pm_id >= 0 else 'PM'}|{name.ljust(self.width)} |"
+            if self.colour:
+                code = "90" if pm_id < 0 else ("31" if kind == "err" else
+                                               COLOURS[pm_id % len(COLOURS)])
+                label = f"\x1b[{code}m{label}\x1b[0m"
+            out = f"{label} {text}"
+        if self.stamp and not self.as_json:
+            out = f"{self.stamp(at or time.time())} {out}"
+        sys.stdout.write(out + "\n")
+
+    def header(self, text: str) -> None:
+        if not self.raw and not self.as_json:
+            sys.stdout.write((f"\x1b[2m{text}\x1b[0m" if self.colour else text) + "\n")
+
+
+def show(api: Any, targets: list[str], lines: int, types: list[str], raw: bool,
+         as_json: bool, timestamp: str | None, follow: bool, colour: bool) -> int:
+    from corral.client import Client
+
+    printer = Printer(raw, as_json, timestamp, colour)
+    files = api.client.call("log_files", targets=api.targets(targets) if targets else [])
+    if not targets and "daemon" in types:
+        printer.header(f"{api.home.daemon_log} (last {lines} lines)")
+        for raw_line in tail(api.home.daemon_log, lines):
+            printer.line(-1, "corral", "daemon", raw_line.decode("utf-8", "replace"))
+    seen: set[str] = set()
+    for entry in files:
+        for kind in ("out", "err"):
+            path = entry[kind]
+            if kind not in types or not path or path in seen or path == "/dev/null":
+                continue
+            seen.add(path)
+            printer.header(f"{path} (last {lines} lines)")
+            for raw_line in tail(path, lines):
+                printer.line(entry["pm_id"], entry["name"], kind,
+                             raw_line.decode("utf-8", "replace"))
+    sys.stdout.flush()
+    if not follow:
+        return 0
+    client = Client(api.home)
+    try:
+        for frame in client.stream("follow", targets=api.targets(targets) if targets else [],
+                                   types=types):
+            for event in frame.get("events", []) if isinstance(frame, dict) else []:
+                if "dropped" in event:
+                    print(f"corral: {event['dropped']} lines were not shown (this terminal "
+                          "was too slow); they are in the files", file=sys.stderr)
+                    continue
+                printer.line(event["pm_id"], event["name"], event["type"], event["line"],
+                             event.get("at"))
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
+    return 0
