@@ -212,3 +212,17 @@ def test_slow_follower_does_not_cost_the_files(corral: Corral) -> None:
     row = corral.wait_status("flood", "stopped", timeout=120)
     client.close()
     assert len(all_lines(Path(row["pm2_env"]["pm_out_log_path"]))) == 300_000
+
+
+def test_rotation_retain_and_gzip(corral: Corral) -> None:
+    app = corral.script("rot.py", BURST)
+    corral.run("start", str(app), "-n", "rot", "--no-autorestart", "--log-max-size", "200K",
+               "--log-retain", "3", "--log-compress", "--", "20000")
+    row = corral.wait_status("rot", "stopped", timeout=60)
+    out = Path(row["pm2_env"]["pm_out_log_path"])
+    wait_for(lambda: sorted(p.name for p in out.parent.glob(out.name + ".*")) == [
+        f"{out.name}.{n}.gz" for n in (1, 2, 3)], what="three gzipped rotations")
+    newest = all_lines(out)
+    assert newest[-1].startswith("0 0019999 ")
+    numbers = [int(line.split()[1]) for line in newest]
+    assert numbers == list(range(numbers[0], 20000))  # the kept tail is whole and in order
