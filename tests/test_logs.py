@@ -26,6 +26,8 @@ for i in range(n):
 
 def all_lines(path: Path) -> list[str]:
     """A log file and its rotations (.N and .N.gz), oldest first."""
+    wait_for(lambda: not list(path.parent.glob(path.name + ".rotating-*")),
+             what="rotations to finish")
     parts = []
     for rotated in sorted(path.parent.glob(path.name + ".*"),
                           key=lambda p: -int(p.name[len(path.name) + 1:].split(".")[0])):

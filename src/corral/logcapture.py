@@ -17,6 +17,7 @@ nothing is sent to followers unless someone follows.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import fcntl
 import logging
@@ -131,35 +132,18 @@ class LogFile:
         return rotation.daily and time.localtime().tm_yday != self.day and self.size > 0
 
     def rotate(self) -> None:
-        """path -> path.1 (-> .2 ...), keep `retain`, gzip in a thread if asked, reopen."""
-        keep = self.rotation.retain
-        suffix = ".gz" if self.rotation.compress else ""
-        index = 1
-        while os.path.exists(f"{self.path}.{index}") or os.path.exists(
-                f"{self.path}.{index}{suffix}"):
-            index += 1
-        for n in range(index, 1, -1):
-            for ext in ("", suffix) if suffix else ("",):
-                older = f"{self.path}.{n - 1}{ext}"
-                if os.path.exists(older):
-                    os.replace(older, f"{self.path}.{n}{ext}")
+        """Start a new file now; number (and gzip) the old one in the rotation thread.
+
+        Only that one thread touches the numbered files, in order, so a burst that
+        rotates again while a gzip runs cannot shift or delete the wrong file."""
+        moving = f"{self.path}.rotating-{time.time_ns()}"
         try:
-            os.replace(self.path, f"{self.path}.1")
+            os.replace(self.path, moving)
         except OSError as exc:
             log.error("cannot rotate %s: %s", self.path, exc.strerror)
             return
         self.reopen()
-        if keep:
-            n = keep + 1
-            while os.path.exists(f"{self.path}.{n}") or os.path.exists(f"{self.path}.{n}{suffix}"):
-                for ext in ("", suffix):
-                    try:
-                        os.unlink(f"{self.path}.{n}{ext}")
-                    except FileNotFoundError:
-                        pass
-                n += 1
-        if self.rotation.compress:
-            asyncio.get_running_loop().run_in_executor(None, _gzip, f"{self.path}.1")
+        _ROTATIONS.submit(_finish_rotation, self.path, moving, self.rotation)
 
     def reopen(self) -> None:
         try:
@@ -184,16 +168,47 @@ class LogFile:
         os.close(self.fd)
 
 
-def _gzip(path: str) -> None:
-    import gzip
-    import shutil
+_ROTATIONS = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                   thread_name_prefix="corral-rotate")
 
+
+def _finish_rotation(path: str, moving: str, rotation: Rotation) -> None:
+    """path.N -> path.N+1 (gzipped ones too), the new one becomes path.1, keep `retain`."""
     try:
-        with open(path, "rb") as src, gzip.open(f"{path}.gz", "wb") as dst:
-            shutil.copyfileobj(src, dst, 1024 * 1024)
-        os.unlink(path)
+        suffix = ".gz" if rotation.compress else ""
+        numbered = []
+        n = 1
+        while True:
+            found = [f"{path}.{n}{ext}" for ext in ("", ".gz") if os.path.exists(
+                f"{path}.{n}{ext}")]
+            if not found:
+                break
+            numbered.append((n, found))
+            n += 1
+        for n, names in reversed(numbered):
+            for name in names:
+                os.replace(name, f"{path}.{n + 1}{name[len(f'{path}.{n}'):]}")
+        if rotation.compress:
+            import gzip
+            import shutil
+
+            with open(moving, "rb") as src, gzip.open(f"{path}.1.gz.part", "wb") as dst:
+                shutil.copyfileobj(src, dst, 1024 * 1024)
+            os.replace(f"{path}.1.gz.part", f"{path}.1{suffix}")
+            os.unlink(moving)
+        else:
+            os.replace(moving, f"{path}.1")
+        if rotation.retain:
+            n = rotation.retain + 1
+            while any(os.path.exists(f"{path}.{n}{ext}") for ext in ("", ".gz")):
+                for ext in ("", ".gz"):
+                    try:
+                        os.unlink(f"{path}.{n}{ext}")
+                    except FileNotFoundError:
+                        pass
+                n += 1
     except OSError as exc:
-        log.error("cannot compress %s: %s", path, exc)
+        log.error("cannot finish the rotation of %s: %s", path, exc)
 
 
 class LogFiles:
