@@ -191,6 +191,13 @@ class API:
                 f"script not found: {candidate} (nor a command {script!r} in PATH); "
                 "check the path, or --cwd"
             )
+        if options.get("cron_restart") is not None:
+            from corral.schema import BadValue, to_cron
+
+            try:
+                options["cron_restart"] = to_cron(options["cron_restart"])
+            except BadValue as exc:
+                raise CorralError(f"cron_restart {options['cron_restart']!r}: {exc}") from None
         kill_signal = str(options.pop("kill_signal", "SIGINT")).upper()
         if kill_signal not in SIGNAL_NAMES:
             raise CorralError(f"kill_signal {kill_signal!r} is not one of "

@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--log-retain", type=int, metavar="N",
                        help="rotated files kept (default: all)")
     start.add_argument("--log-compress", action="store_true", help="gzip rotated files")
+    start.add_argument("-c", "--cron-restart", "--cron", dest="cron_restart", metavar="CRON",
+                       help="restart (reload in cluster mode) on a cron schedule: 5 fields, or "
+                       "6 with seconds first; 0 removes it")
+    start.add_argument("--max-memory-restart", metavar="SIZE",
+                       help="restart when the app's whole process tree uses more (200M, 1G)")
     start.add_argument("-f", "--force", action="store_true",
                        help="start the script again even if it is already managed")
 
@@ -383,7 +388,7 @@ def _match(rows: list[dict[str, Any]], targets: list[str]) -> list[dict[str, Any
     return list(chosen.values())
 
 
-def _size(text: str | None) -> int | None:
+def _size(text: str | None, flag: str = "--log-max-size") -> int | None:
     if text is None:
         return None
     from corral.schema import BadValue, to_bytes
@@ -391,7 +396,7 @@ def _size(text: str | None) -> int | None:
     try:
         return to_bytes(text)
     except BadValue as exc:
-        raise CorralError(f"--log-max-size {text!r}: {exc}") from None
+        raise CorralError(f"{flag} {text!r}: {exc}") from None
 
 
 def _match_quietly(rows: list[dict[str, Any]], target: str) -> bool:
@@ -498,6 +503,8 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
             log_max_size_bytes=_size(args.log_max_size),
             log_retain=args.log_retain,
             log_compress=args.log_compress or None,
+            cron_restart=args.cron_restart,
+            max_memory_restart_bytes=_size(args.max_memory_restart, "--max-memory-restart"),
             force=args.force,
         )
     except CorralError as exc:

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -201,13 +202,30 @@ def to_log_type(value: Any) -> str:
 
 
 def to_cron(value: Any) -> str | None:
+    """5 fields, or 6 with seconds first (PM2's croner); 0 removes it."""
     if value in (0, "0", False, None):
         return None
     text = to_str(value)
     fields = text.split()
     if len(fields) not in (5, 6):
-        raise BadValue("expected a cron expression of 5 or 6 fields, or 0 to remove it")
+        raise BadValue("expected a cron expression of 5 or 6 fields (seconds first), or 0 "
+                       "to remove it")
+    try:
+        next_cron_time(text, time.time())
+    except (ValueError, KeyError) as exc:
+        raise BadValue(f"not a valid cron expression ({exc})") from None
     return text
+
+
+def next_cron_time(expression: str, after: float) -> float:
+    """The next epoch second a cron expression fires after `after`."""
+    import datetime
+
+    from croniter import croniter
+
+    start = datetime.datetime.fromtimestamp(after)
+    six = len(expression.split()) == 6
+    return float(croniter(expression, start, second_at_beginning=six).get_next(float))
 
 
 def to_port(value: Any) -> int:
@@ -270,8 +288,8 @@ KEYS: dict[str, Key] = {
     "watch": Key("watch", to_watch, pending="watch"),
     "ignore_watch": Key("ignore_watch", to_str_list, pending="watch"),
     "watch_delay": Key("watch_delay_ms", to_ms, pending="watch"),
-    "max_memory_restart": Key("max_memory_restart_bytes", to_bytes, pending="memory limit"),
-    "cron_restart": Key("cron_restart", to_cron, ("cron",), pending="cron restart"),
+    "max_memory_restart": Key("max_memory_restart_bytes", to_bytes),
+    "cron_restart": Key("cron_restart", to_cron, ("cron",)),
     "listen_timeout": Key("listen_timeout_ms", to_ms),
     "wait_ready": Key("wait_ready", to_bool),
     "shutdown_with_message": Key("shutdown_with_message", to_bool),

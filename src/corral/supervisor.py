@@ -42,6 +42,7 @@ from corral.spec import (
     AppSpec,
     InstanceRecord,
 )
+from corral.triggers import Triggers
 
 log = logging.getLogger("corral.supervisor")
 
@@ -144,6 +145,7 @@ class Supervisor:
         self.publish = publish
         self.following = following
         self.log_files = LogFiles()
+        self.triggers = Triggers(self)
         self.loop = asyncio.get_running_loop()
         self.instances: dict[int, Instance] = {}
         self.next_id = 0
@@ -220,6 +222,7 @@ class Supervisor:
         inst = Instance(record)
         self._open_captures(inst)
         self.instances[pm_id] = inst
+        self.triggers.watch(inst)
         self.on_change()
         return inst
 
@@ -739,6 +742,7 @@ class Supervisor:
             except OSError as exc:
                 log.error("%s (id %d): cannot open its logs: %s", rec.spec.name, rec.pm_id, exc)
             self.instances[rec.pm_id] = inst
+            self.triggers.watch(inst)
             was = rec.status
             if rec.pid and self.adopt(inst):
                 if was in (ONLINE, LAUNCHING):

@@ -1,0 +1,98 @@
+"""Restart triggers: the memory limit and the cron schedule.
+
+Both restart one instance through Supervisor.reload(), which is a rolling
+reload in cluster mode (nothing dropped) and a restart in fork mode. The
+memory check runs only while some app has a limit, and each cron schedule only
+while its app exists, so an idle daemon without them never wakes up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+from corral.metrics import TreeMetrics
+from corral.schema import next_cron_time
+
+if TYPE_CHECKING:
+    from corral.supervisor import Instance, Supervisor
+
+log = logging.getLogger("corral.triggers")
+
+
+def memory_check_interval() -> float:
+    try:
+        return max(float(os.environ.get("CORRAL_MEMORY_CHECK_INTERVAL", "5")), 0.1)
+    except ValueError:
+        return 5.0
+
+
+def human(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MB"
+
+
+class Triggers:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self.memory_task: asyncio.Task[None] | None = None
+        self.cron_tasks: dict[str, asyncio.Task[None]] = {}
+        self.metrics = TreeMetrics()
+
+    def watch(self, inst: Instance) -> None:
+        """Called when an instance is added or restored: start what its spec asks for."""
+        spec = inst.record.spec
+        loop = self.supervisor.loop
+        if spec.max_memory_restart_bytes and (self.memory_task is None
+                                              or self.memory_task.done()):
+            self.memory_task = loop.create_task(self._memory_loop())
+        if spec.cron_restart and spec.name not in self.cron_tasks:
+            self.cron_tasks[spec.name] = loop.create_task(self._cron_loop(spec.name))
+
+    def _limited(self) -> list[Instance]:
+        return [i for i in self.supervisor.instances.values()
+                if i.record.spec.max_memory_restart_bytes]
+
+    async def _memory_loop(self) -> None:
+        """PM2 checks the main pid's RSS every 30 s; corral the whole tree, every 5 s."""
+        while self._limited():
+            await asyncio.sleep(memory_check_interval())
+            running = [i for i in self._limited() if i.alive and i.record.pid
+                       and not i.lock.locked()]
+            used = self.metrics.collect({i.record.pid: i.record.pid_create_time
+                                         for i in running})
+            for inst in running:
+                limit = inst.record.spec.max_memory_restart_bytes
+                memory = used.get(inst.record.pid, (0.0, 0))[1]
+                if memory > limit:
+                    reason = (f"memory {human(memory)} (process tree) over max_memory_restart "
+                              f"{human(limit)}")
+                    log.warning("%s (id %d): %s: restarting", inst.record.spec.name,
+                                inst.record.pm_id, reason)
+                    self.supervisor.loop.create_task(self._restart(inst, reason))
+
+    async def _cron_loop(self, name: str) -> None:
+        """Restart the app's running instances at each tick. Unlike PM2, a stopped app stays
+        stopped: a schedule restarts what runs, it does not undo a `corral stop`."""
+        try:
+            while True:
+                members = [i for i in self.supervisor.instances.values()
+                           if i.record.spec.name == name]
+                if not members or not members[0].record.spec.cron_restart:
+                    return
+                expression = members[0].record.spec.cron_restart
+                assert expression is not None
+                delay = next_cron_time(expression, time.time()) - time.time()
+                await asyncio.sleep(max(delay, 0.0))
+                for inst in [i for i in self.supervisor.instances.values()
+                             if i.record.spec.name == name and i.alive]:
+                    await self._restart(inst, f"cron_restart {expression}")
+        finally:
+            self.cron_tasks.pop(name, None)
+
+    async def _restart(self, inst: Instance, reason: str) -> None:
+        failure = await self.supervisor.reload(inst)
+        inst.record.reason = failure or f"restarted: {reason}"
+        self.supervisor.on_change()
