@@ -62,3 +62,55 @@ def test_bad_trigger_input(corral: Corral) -> None:
     in_file = corral.run("start", "eco.yaml", check=False)
     assert in_file.returncode == 1 and "key 'max_memory_restart'" in in_file.stderr
     assert corral.jlist() == []
+
+
+def test_watch_restart_ignore_delay_burst_and_toggles(corral: Corral) -> None:
+    import time
+    from pathlib import Path
+
+    project = corral.tmp / "proj"
+    (project / "pkg").mkdir(parents=True)
+    (project / "ignored").mkdir()
+    starts = corral.tmp / "starts"
+    app = project / "server.py"
+    app.write_text(f"import os, time\nopen({str(starts)!r}, 'a').write(str(os.getpid()) + "
+                   "'\\n')\nwhile True:\n    time.sleep(1)\n")
+    corral.run("start", str(app), "--cwd", str(project), "--watch", "--ignore-watch",
+               "ignored", "*.tmp", "--watch-delay", "200", "-o", str(project / "out.log"))
+    wait_for(lambda: starts.exists() and len(starts.read_text().split()) == 1, what="start")
+    row = corral.app("server")
+    assert row is not None and row["pm2_env"]["watch"] is True
+    assert "enabled" in corral.run("list").stdout
+
+    def count() -> int:
+        return len(starts.read_text().split())
+
+    (project / "pkg" / "mod.py").write_text("x = 1\n")
+    wait_for(lambda: count() == 2, timeout=10, what="a restart after an edit")
+    # ignored paths and the defaults (.git, __pycache__) do not restart it
+    (project / "ignored" / "a.py").write_text("")
+    (project / "note.tmp").write_text("")
+    (project / "__pycache__").mkdir()
+    (project / "__pycache__" / "m.pyc").write_bytes(b"")
+    time.sleep(1.5)  # longer than debounce + delay: nothing may happen
+    assert count() == 2
+    # a burst (a git checkout) is one restart
+    for i in range(60):
+        (project / "pkg" / f"f{i}.py").write_text(str(i))
+    wait_for(lambda: count() == 3, timeout=10, what="one restart for the burst")
+    time.sleep(1.5)
+    assert count() == 3
+    corral.run("stop", "server")  # stop turns watching off, as in PM2
+    (project / "pkg" / "mod.py").write_text("x = 2\n")
+    time.sleep(1.5)
+    assert count() == 3 and corral.app("server")["pm2_env"]["status"] == "stopped"  # type: ignore[index]
+    corral.run("restart", "server", "--watch")  # toggles it back on
+    wait_for(lambda: count() == 4, what="the restart")
+    assert "enabled" in corral.run("list").stdout
+    (project / "pkg" / "mod.py").write_text("x = 3\n")
+    wait_for(lambda: count() == 5, timeout=10, what="watching again")
+    corral.run("restart", "server", "--watch")  # and off
+    assert "disabled" in corral.run("list").stdout
+    missing = corral.run("start", str(app), "-n", "w2", "-f", "--watch", "nope", check=False)
+    assert missing.returncode == 1 and "watch path" in missing.stderr
+    assert Path(app).exists()

@@ -191,6 +191,13 @@ class API:
                 f"script not found: {candidate} (nor a command {script!r} in PATH); "
                 "check the path, or --cwd"
             )
+        watch = options.get("watch")
+        if isinstance(watch, list):
+            for path in watch:
+                if not os.path.exists(os.path.join(workdir, path)):
+                    raise CorralError(f"watch path {os.path.join(workdir, path)} does not "
+                                      "exist; give existing files or folders (relative to "
+                                      "the app's folder)")
         if options.get("cron_restart") is not None:
             from corral.schema import BadValue, to_cron
 

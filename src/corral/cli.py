@@ -111,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--log-retain", type=int, metavar="N",
                        help="rotated files kept (default: all)")
     start.add_argument("--log-compress", action="store_true", help="gzip rotated files")
+    start.add_argument("--watch", nargs="*", metavar="PATH",
+                       help="restart (reload in cluster mode) when files change: the app's "
+                       "folder, or these paths")
+    start.add_argument("--ignore-watch", nargs="+", default=[], metavar="GLOB",
+                       help="files not to watch (.git, __pycache__, .venv, node_modules are "
+                       "never watched)")
+    start.add_argument("--watch-delay", type=int, metavar="MS",
+                       help="wait this long after a change before restarting")
     start.add_argument("-c", "--cron-restart", "--cron", dest="cron_restart", metavar="CRON",
                        help="restart (reload in cluster mode) on a cron schedule: 5 fields, or "
                        "6 with seconds first; 0 removes it")
@@ -136,8 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     file_options(targets_cmd(
         "stop", "stop apps (SIGINT, SIGKILL after kill_timeout); they stay listed"), False)
-    file_options(targets_cmd("restart", "stop then start apps (restart count +1); with an "
-                             "ecosystem file, also start its apps that are not registered"), True)
+    restart_cmd = targets_cmd("restart", "stop then start apps (restart count +1); with an "
+                              "ecosystem file, also start its apps that are not registered")
+    restart_cmd.add_argument("--watch", action="store_true",
+                             help="turn watching on (or off, when it was on), as PM2 does")
+    file_options(restart_cmd, True)
     reload_cmd = targets_cmd("reload", "zero-downtime rolling reload of cluster apps: each "
                              "new worker starts and listens before the old one stops (in fork "
                              "mode this is a restart)")
@@ -330,6 +341,9 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
                               "--update-env to take this shell's environment")
         elif getattr(args, "update_env", False):
             result = api.restart_update_env(args.targets)
+        elif action == "restart" and getattr(args, "watch", False):
+            result = api.client.call("restart", targets=api.targets(args.targets),
+                                     toggle_watch=True)
         else:
             result = api.act(action, args.targets)
         print_table(result["list"])
@@ -504,6 +518,9 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
             log_retain=args.log_retain,
             log_compress=args.log_compress or None,
             cron_restart=args.cron_restart,
+            watch=(args.watch or True) if args.watch is not None else None,
+            ignore_watch=args.ignore_watch or None,
+            watch_delay_ms=args.watch_delay,
             max_memory_restart_bytes=_size(args.max_memory_restart, "--max-memory-restart"),
             force=args.force,
         )

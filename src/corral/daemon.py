@@ -384,6 +384,7 @@ class Daemon:
             data["cluster_policy"] = cluster.policy if cluster else (
                 inst.record.spec.cluster_policy or "shared")
             data["attached"] = bool(inst.proc and inst.proc.worker is not None)
+            data["watching"] = self.supervisor.triggers.watching(inst.record.spec.name)
             data["log_write_error"] = next((f.error for f in inst.files if f.error), None)
             data["log_dropped_bytes"] = sum(f.dropped_bytes for f in inst.files)
             rows.append(data)
@@ -529,6 +530,10 @@ class Daemon:
         return {"ids": [i.record.pm_id for i in instances], "list": self.view()}
 
     async def rpc_stop(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
+        for inst in self.resolve(targets):  # PM2: stop turns watching off
+            if inst.record.spec.watch:
+                inst.record.spec.watch = False
+                self.supervisor.triggers.unwatch(inst.record.spec.name)
         result = await self._each(targets, "stop")
         self.supervisor.close_idle_clusters()  # a stopped cluster app frees its port
         return result
@@ -601,8 +606,22 @@ class Daemon:
         return {"added": added, "removed": removed, "list": self.view()}
 
     async def rpc_restart(self, targets: list[dict[str, Any]],
-                          env: dict[str, str] | None = None) -> dict[str, Any]:
+                          env: dict[str, str] | None = None,
+                          toggle_watch: bool = False) -> dict[str, Any]:
+        if toggle_watch:  # PM2's `restart --watch`: on if it was off, off if it was on
+            instances = self.resolve(targets)
+            for name in {i.record.spec.name for i in instances}:
+                on = self.supervisor.triggers.watching(name)
+                for inst in instances:
+                    if inst.record.spec.name == name:
+                        inst.record.spec.watch = False if on else (
+                            inst.record.spec.watch or True)
+                if on:
+                    self.supervisor.triggers.unwatch(name)
         result = await self._restart(targets, env)
+        if toggle_watch:
+            for inst in self.resolve(targets):
+                self.supervisor.triggers.watch(inst)
         await self._settled(result["ids"])
         result["list"] = self.view()
         return result

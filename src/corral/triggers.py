@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from corral.metrics import TreeMetrics
 from corral.schema import next_cron_time
@@ -21,6 +21,39 @@ if TYPE_CHECKING:
     from corral.supervisor import Instance, Supervisor
 
 log = logging.getLogger("corral.triggers")
+
+
+DEFAULT_IGNORES = (".git", "__pycache__", ".venv", "venv", "node_modules", ".mypy_cache",
+                   ".pytest_cache", ".ruff_cache", ".tox", ".hypothesis")
+
+
+def watch_filter(root: str, ignore: list[str], extra_dirs: list[str],
+                 files: tuple[str, ...] | list[str] = ()) -> Any:
+    """A watchfiles filter: the default ignores, the app's ignore_watch globs (matched on
+    the path relative to the app's folder, and on each path part), corral's home and the
+    app's own log files (and their rotations), which would otherwise restart it forever."""
+    import fnmatch
+
+    import watchfiles
+
+    base = watchfiles.DefaultFilter(ignore_dirs=DEFAULT_IGNORES)
+    prefixes = tuple(os.path.abspath(d) + os.sep for d in extra_dirs)
+    own = [os.path.abspath(f) for f in files]
+
+    def keep(change: Any, path: str) -> bool:
+        if not base(change, path) or path.startswith(prefixes):
+            return False
+        if any(path == f or path.startswith(f + ".") for f in own):
+            return False
+        relative = os.path.relpath(path, root)
+        parts = relative.split(os.sep)
+        for pattern in ignore:
+            if fnmatch.fnmatch(relative, pattern) or any(fnmatch.fnmatch(p, pattern)
+                                                          for p in parts):
+                return False
+        return True
+
+    return keep
 
 
 def memory_check_interval() -> float:
@@ -39,6 +72,7 @@ class Triggers:
         self.supervisor = supervisor
         self.memory_task: asyncio.Task[None] | None = None
         self.cron_tasks: dict[str, asyncio.Task[None]] = {}
+        self.watch_tasks: dict[str, asyncio.Task[None]] = {}
         self.metrics = TreeMetrics()
 
     def watch(self, inst: Instance) -> None:
@@ -50,6 +84,58 @@ class Triggers:
             self.memory_task = loop.create_task(self._memory_loop())
         if spec.cron_restart and spec.name not in self.cron_tasks:
             self.cron_tasks[spec.name] = loop.create_task(self._cron_loop(spec.name))
+        if spec.watch and spec.name not in self.watch_tasks:
+            self.watch_tasks[spec.name] = loop.create_task(self._watch_loop(spec.name))
+
+    def watching(self, name: str) -> bool:
+        task = self.watch_tasks.get(name)
+        return task is not None and not task.done()
+
+    def unwatch(self, name: str) -> None:
+        task = self.watch_tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+
+    def _watch_paths(self, name: str) -> tuple[list[str], Any] | None:
+        members = [i for i in self.supervisor.instances.values() if i.record.spec.name == name]
+        if not members or not members[0].record.spec.watch:
+            return None
+        spec = members[0].record.spec
+        paths = ([spec.cwd] if spec.watch is True else
+                 [os.path.join(spec.cwd, p) for p in spec.watch])  # type: ignore[union-attr]
+        own_logs = [p for i in members for p in (i.record.out_log_path, i.record.err_log_path,
+                                                  i.record.log_path) if p]
+        return paths, watch_filter(spec.cwd, spec.ignore_watch,
+                                   [self.supervisor.home.root], own_logs)
+
+    async def _watch_loop(self, name: str) -> None:
+        """inotify through watchfiles: a burst of changes (a git checkout) is one restart,
+        a reload in cluster mode (so a save in the editor drops no request)."""
+        import watchfiles
+
+        try:
+            found = self._watch_paths(name)
+            if found is None:
+                return
+            paths, keep = found
+            members = [i for i in self.supervisor.instances.values()
+                       if i.record.spec.name == name]
+            delay_ms = members[0].record.spec.watch_delay_ms
+            async for changes in watchfiles.awatch(*paths, watch_filter=keep, debounce=400,
+                                                   step=50, recursive=True):
+                if delay_ms:
+                    await asyncio.sleep(delay_ms / 1000)
+                if self._watch_paths(name) is None:
+                    return
+                first = sorted(path for _, path in changes)[0]
+                reason = f"watch: {os.path.relpath(first, paths[0])} changed" + (
+                    f" (+{len(changes) - 1} more)" if len(changes) > 1 else "")
+                log.info("%s: %s", name, reason)
+                for inst in [i for i in self.supervisor.instances.values()
+                             if i.record.spec.name == name and i.alive]:
+                    await self._restart(inst, reason)
+        finally:
+            self.watch_tasks.pop(name, None)
 
     def _limited(self) -> list[Instance]:
         return [i for i in self.supervisor.instances.values()
