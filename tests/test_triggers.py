@@ -114,3 +114,37 @@ def test_watch_restart_ignore_delay_burst_and_toggles(corral: Corral) -> None:
     missing = corral.run("start", str(app), "-n", "w2", "-f", "--watch", "nope", check=False)
     assert missing.returncode == 1 and "watch path" in missing.stderr
     assert Path(app).exists()
+
+
+def test_metrics_endpoint_parses_and_matches_jlist(corral: Corral) -> None:
+    import json
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    app = corral.script("m.py", "import time\nprint('hi', flush=True)\nwhile True:\n"
+                        "    time.sleep(1)\n")
+    corral.run("start", str(app), "-i", "2", "--exec-mode", "fork")
+    assert "not served" in corral.run("metrics").stdout  # off by default
+    url = corral.run("metrics", "--port", "0").stdout.strip()
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    rows = {str(r["pm_id"]): r for r in corral.jlist()}
+    restarts = {s.labels["pm_id"]: s.value for s in families["corral_process_restarts"].samples}
+    assert restarts == {k: r["pm2_env"]["restart_time"] for k, r in rows.items()}
+    status = {s.labels["pm_id"]: s.labels["status"]
+              for s in families["corral_process_status"].samples}
+    assert status == {k: r["pm2_env"]["status"] for k, r in rows.items()}
+    memory = {s.labels["pm_id"]: s.value
+              for s in families["corral_process_memory_bytes"].samples}
+    for key, row in rows.items():
+        assert abs(memory[key] - row["monit"]["memory"]) < 0.2 * row["monit"]["memory"]
+    assert [s.value for s in families["corral_apps"].samples] == [2]
+    assert families["corral_log_bytes_written"].samples[0].value >= 6  # "hi\n" twice
+    as_json = json.loads(urllib.request.urlopen(url + ".json", timeout=10).read())
+    assert {p["pm_id"] for p in as_json["processes"]} == {0, 1}
+    remote = corral.run("metrics", "--port", "0", "--host", "0.0.0.0", check=False)
+    assert remote.returncode == 1 and "--allow-remote" in remote.stderr
+    corral.run("metrics", "--stop")
+    assert "not served" in corral.run("metrics").stdout

@@ -212,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     flush.add_argument("targets", nargs="*", metavar="target")
     sub.add_parser("reloadLogs", aliases=["reload-logs"],
                    help="reopen every log file (after an external rotation; also SIGUSR2)")
+    metrics = sub.add_parser("metrics", help="serve Prometheus metrics (off by default)",
+                             description="Serve /metrics (Prometheus text) and /metrics.json "
+                             "on 127.0.0.1:PORT; without options, print where they are. "
+                             "CORRAL_METRICS_PORT starts it with the daemon.")
+    metrics.add_argument("--port", type=int, help="port to serve on (0: any free port)")
+    metrics.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    metrics.add_argument("--allow-remote", action="store_true",
+                         help="allow a --host that is not a loopback address")
+    metrics.add_argument("--stop", action="store_true", help="stop serving")
     sub.add_parser("ping", help="check the daemon, starting it if needed")
     sub.add_parser("kill", help="stop every app, then the daemon")
     return parser
@@ -325,6 +334,10 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
     elif command in ("reloadLogs", "reload-logs"):
         result = api.client.call("reload_logs")
         print(f"corral: reopened {result['files']} log file(s)")
+    elif command == "metrics":
+        result = api.client.call("metrics", port=args.port, host=args.host,
+                                 allow_remote=args.allow_remote, stop=args.stop)
+        print(result["url"] or "corral: metrics are not served (corral metrics --port N)")
     elif command == "scale":
         result = api.scale(args.name, args.count)
         print_table(result["list"])

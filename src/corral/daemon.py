@@ -50,6 +50,9 @@ class Daemon:
         self.server: asyncio.AbstractServer | None = None
         self.started_at = time.time()
         self.followers: list[Follower] = []
+        from corral.metricsserver import MetricsServer
+
+        self.metrics_server = MetricsServer(self.metrics_snapshot)
 
     # ---- persistence -------------------------------------------------------
 
@@ -129,6 +132,12 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
         loop.add_signal_handler(signal.SIGUSR1, lambda: None)
         loop.add_signal_handler(signal.SIGUSR2, self.reopen_logs)
+        metrics_port = os.environ.get("CORRAL_METRICS_PORT")
+        if metrics_port and metrics_port.isdigit():
+            try:
+                await self.metrics_server.start("127.0.0.1", int(metrics_port), False)
+            except CorralError as exc:
+                log.error("%s", exc.message)
         log.info("daemon %s ready (pid %d, home %s, %d apps)", __version__, os.getpid(),
                  self.home.root, len(self.supervisor.instances))
         if ready_fd is not None:
@@ -690,6 +699,22 @@ class Daemon:
 
     async def rpc_reload_logs(self) -> dict[str, Any]:
         return {"files": self.reopen_logs()}
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        from corral.metricsserver import snapshot
+
+        log_bytes = sum(f.written_bytes for f in self.supervisor.log_files.files.values())
+        return snapshot(self.view(), log_bytes)
+
+    async def rpc_metrics(self, port: int | None = None, host: str = "127.0.0.1",
+                          allow_remote: bool = False, stop: bool = False) -> dict[str, Any]:
+        """Serve (or stop serving) /metrics; without arguments, say where it is served."""
+        if stop:
+            await self.metrics_server.stop()
+        elif port is not None:
+            await self.metrics_server.start(host, port, allow_remote)
+        address = self.metrics_server.address
+        return {"url": f"http://{address[0]}:{address[1]}/metrics" if address else None}
 
     async def rpc_kill(self) -> dict[str, Any]:
         instances = list(self.supervisor.instances.values())
