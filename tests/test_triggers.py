@@ -148,3 +148,71 @@ def test_metrics_endpoint_parses_and_matches_jlist(corral: Corral) -> None:
     assert remote.returncode == 1 and "--allow-remote" in remote.stderr
     corral.run("metrics", "--stop")
     assert "not served" in corral.run("metrics").stdout
+
+
+HEALTHY_APP = """
+import os, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+FLAG = sys.argv[1]
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        sick = os.path.exists(FLAG)
+        self.send_response(500 if sick else 200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *a):
+        pass
+
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"""
+
+
+def test_health_check_restarts_an_app_that_turns_unhealthy(corral: Corral) -> None:
+    from conftest import free_port
+
+    port = free_port()
+    flag = corral.tmp / "sick"
+    app = corral.script("svc.py", HEALTHY_APP)
+    corral.run("start", str(app), "--health-http", f"http://127.0.0.1:{port}/health",
+               "--health-interval", "300ms", "--health-retries", "2", "--", str(flag),
+               env=dict(corral.env, PORT=str(port)))
+    wait_for(lambda: (r := corral.app("svc")) and r["pm2_env"]["health"] == "healthy",
+             what="healthy")
+    flag.write_text("")
+    unhealthy = wait_for(lambda: "unhealthy" in corral.run("list").stdout, timeout=10,
+                         what="list to show unhealthy")
+    assert unhealthy
+    row = wait_for(lambda: (r := corral.app("svc")) and r["pm2_env"]["restart_time"] >= 1
+                   and r, timeout=10, what="a restart")
+    assert "unhealthy: http check: status 500" in corral.run("describe", "svc").stdout
+    flag.unlink()
+    wait_for(lambda: (r := corral.app("svc")) and r["pm2_env"]["health"] == "healthy",
+             what="healthy again")
+    assert corral.app("svc")["pm2_env"]["restart_time"] == row["pm2_env"]["restart_time"]  # type: ignore[index]
+
+
+def test_health_check_never_healthy_keeps_restarting(corral: Corral) -> None:
+    from conftest import free_port
+
+    port = free_port()
+    app = corral.script("mute.py", "import time\nwhile True:\n    time.sleep(1)\n")
+    corral.run("start", str(app), "--health-tcp", str(port), "--health-interval", "200ms",
+               "--health-retries", "2", "--health-start-period", "300ms")
+    wait_for(lambda: (r := corral.app("mute")) and r["pm2_env"]["restart_time"] >= 2,
+             timeout=15, what="restarts of an app that never gets healthy")
+
+
+def test_health_check_bad_input(corral: Corral) -> None:
+    app = corral.script("y.py", "import time\ntime.sleep(60)\n")
+    remote = corral.run("start", str(app), "--health-http", "http://192.0.2.1/health",
+                        check=False)
+    assert remote.returncode == 1 and "not a loopback address" in remote.stderr
+    (corral.tmp / "eco.yaml").write_text(
+        "apps:\n  - name: y\n    script: y.py\n    health_check:\n      tcp: 3000\n"
+        "      http: http://127.0.0.1:3000/\n")
+    both = corral.run("start", "eco.yaml", check=False)
+    assert both.returncode == 1 and "key 'health_check'" in both.stderr
+    assert corral.jlist() == []

@@ -119,6 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "never watched)")
     start.add_argument("--watch-delay", type=int, metavar="MS",
                        help="wait this long after a change before restarting")
+    start.add_argument("--health-http", metavar="URL",
+                       help="health check: GET this loopback URL (2xx/3xx is healthy)")
+    start.add_argument("--health-tcp", metavar="[HOST:]PORT", help="health check: connect")
+    start.add_argument("--health-cmd", metavar="CMD", help="health check: run, exit 0")
+    start.add_argument("--health-interval", metavar="DURATION", default="10s",
+                       help="time between checks (default 10s)")
+    start.add_argument("--health-timeout", metavar="DURATION", default="5s",
+                       help="time a check may take (default 5s)")
+    start.add_argument("--health-retries", type=int, default=3, metavar="N",
+                       help="failures in a row before a restart (default 3)")
+    start.add_argument("--health-start-period", metavar="DURATION", default="0",
+                       help="no checks this long after a start")
     start.add_argument("-c", "--cron-restart", "--cron", dest="cron_restart", metavar="CRON",
                        help="restart (reload in cluster mode) on a cron schedule: 5 fields, or "
                        "6 with seconds first; 0 removes it")
@@ -415,6 +427,23 @@ def _match(rows: list[dict[str, Any]], targets: list[str]) -> list[dict[str, Any
     return list(chosen.values())
 
 
+def _health(args: argparse.Namespace) -> dict[str, Any] | None:
+    given = [(k, v) for k, v in (("http", args.health_http), ("tcp", args.health_tcp),
+                                 ("cmd", args.health_cmd)) if v]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise CorralError("give one of --health-http, --health-tcp, --health-cmd")
+    from corral.health import validate
+
+    try:
+        return validate({given[0][0]: given[0][1], "interval": args.health_interval,
+                         "timeout": args.health_timeout, "retries": args.health_retries,
+                         "start_period": args.health_start_period})
+    except ValueError as exc:
+        raise CorralError(f"--health-{given[0][0]} {given[0][1]!r}: {exc}") from None
+
+
 def _size(text: str | None, flag: str = "--log-max-size") -> int | None:
     if text is None:
         return None
@@ -531,6 +560,7 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
             log_retain=args.log_retain,
             log_compress=args.log_compress or None,
             cron_restart=args.cron_restart,
+            health_check=_health(args),
             watch=(args.watch or True) if args.watch is not None else None,
             ignore_watch=args.ignore_watch or None,
             watch_delay_ms=args.watch_delay,

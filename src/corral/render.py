@@ -20,6 +20,7 @@ STATUS_COLOURS = {
     "stopping": "33",
     "stopped": "90",
     "errored": "31",  # red
+    "unhealthy": "31",
 }
 
 
@@ -74,7 +75,8 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             str(row["pid"]) if running else "0",
             human_duration(now - row["pm_uptime"]) if running else "0",
             str(row["restart_time"]),
-            row["status"],
+            "unhealthy" if row["status"] == "online" and row.get("health") == "unhealthy"
+            else row["status"],
             f"{row['monit']['cpu']:.0f}%" if running else "0%",
             human_bytes(row["monit"]["memory"]) if running else "0b",
             user,
@@ -156,6 +158,8 @@ def describe(row: dict[str, Any], show_env: bool) -> str:
         ("kill timeout", f"{spec['kill_timeout_ms']} ms"),
         ("last exit", _last_exit(row)),
         ("reason", row.get("reason") or ""),
+        *([("health", row.get("health") or "not checked yet")]
+          if spec.get("health_check") else []),
         *([("last error", row["last_error"])] if row.get("last_error") else []),
         ("created at", _iso(row["created_at"])),
         ("adopted", row.get("adopted", False)),
@@ -202,6 +206,7 @@ def to_pm2(row: dict[str, Any], version: str) -> dict[str, Any]:
         "pm_uptime": row["pm_uptime"],
         "created_at": row["created_at"],
         "exec_mode": f"{spec['exec_mode']}_mode",
+        "health": row.get("health"),
         "instances": spec["instances"],
         "exec_interpreter": spec["interpreter"] or "none",
         "node_args": spec["interpreter_args"],

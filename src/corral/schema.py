@@ -176,6 +176,15 @@ def to_exec_mode(value: Any) -> str:
     raise BadValue("expected fork or cluster (or PM2's fork_mode / cluster_mode)")
 
 
+def to_health(value: Any) -> dict[str, Any]:
+    from corral.health import validate
+
+    try:
+        return validate(value)
+    except ValueError as exc:
+        raise BadValue(str(exc)) from None
+
+
 def to_policy(value: Any) -> str:
     text = to_str(value).lower()
     if text not in ("shared", "rr", "reuseport"):
@@ -294,6 +303,7 @@ KEYS: dict[str, Key] = {
     "wait_ready": Key("wait_ready", to_bool),
     "shutdown_with_message": Key("shutdown_with_message", to_bool),
     "cluster_policy": Key("cluster_policy", to_policy, ("instance_policy",)),
+    "health_check": Key("health_check", to_health),
 }
 
 ALIASES = {alias: key for key, spec in KEYS.items() for alias in spec.aliases}

@@ -55,6 +55,7 @@ class AppSpec:
     # environment is replaced by `--update-env`
     env_overrides: dict[str, str] = field(default_factory=dict)
     cluster_policy: str | None = None  # shared | rr | reuseport (None: corral's default)
+    health_check: dict[str, Any] | None = None  # corral.health.HealthCheck fields
     # read from ecosystem files now; acted on by the watch, logs and cluster features
     watch: bool | list[str] = False
     ignore_watch: list[str] = field(default_factory=list)
@@ -124,6 +125,7 @@ class InstanceRecord:
     adopted: bool = False
     listening: list[str] = field(default_factory=list)  # cluster mode: addresses served
     last_error: str | None = None  # cluster mode: the last listener the app could not get
+    health: str | None = None  # "healthy" / "unhealthy" with a health check, else None
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)

@@ -356,10 +356,17 @@ class Supervisor:
         else:
             self.transition(inst, ONLINE)
 
+    def _readiness(self, inst: Instance, proc: Proc) -> Any:
+        """What a new worker must do to count as up: listen, or with wait_ready call
+        corral.ready() (or pass the health check, when the app has one)."""
+        spec = inst.record.spec
+        if spec.wait_ready and spec.health_check:
+            return self.triggers.ready_by_health(inst)
+        return (proc.ready if spec.wait_ready else proc.listening).wait()
+
     async def _settle(self, inst: Instance, proc: Proc) -> None:
         spec = inst.record.spec
-        waiter = proc.ready if spec.wait_ready else proc.listening
-        await _first(self.loop, spec.listen_timeout_ms / 1000, waiter.wait(),
+        await _first(self.loop, spec.listen_timeout_ms / 1000, self._readiness(inst, proc),
                      proc.exited.wait())
         if inst.proc is proc and proc.alive and inst.record.status == LAUNCHING:
             self.transition(inst, ONLINE)
@@ -657,10 +664,9 @@ class Supervisor:
                 return f"{spec.name} (id {rec.pm_id}): {exc}; the old worker keeps serving"
             inst.pending.append(new)
             signal_name = "corral.ready()" if spec.wait_ready else "listening"
-            waiter = new.ready if spec.wait_ready else new.listening
             try:
                 came = await _first(self.loop, spec.listen_timeout_ms / 1000,
-                                    waiter.wait(), new.exited.wait())
+                                    self._readiness(inst, new), new.exited.wait())
             finally:
                 inst.pending.remove(new)
             if not new.alive:

@@ -73,6 +73,7 @@ class Triggers:
         self.memory_task: asyncio.Task[None] | None = None
         self.cron_tasks: dict[str, asyncio.Task[None]] = {}
         self.watch_tasks: dict[str, asyncio.Task[None]] = {}
+        self.health_tasks: dict[str, asyncio.Task[None]] = {}
         self.metrics = TreeMetrics()
 
     def watch(self, inst: Instance) -> None:
@@ -84,6 +85,8 @@ class Triggers:
             self.memory_task = loop.create_task(self._memory_loop())
         if spec.cron_restart and spec.name not in self.cron_tasks:
             self.cron_tasks[spec.name] = loop.create_task(self._cron_loop(spec.name))
+        if spec.health_check and spec.name not in self.health_tasks:
+            self.health_tasks[spec.name] = loop.create_task(self._health_loop(spec.name))
         if spec.watch and spec.name not in self.watch_tasks:
             self.watch_tasks[spec.name] = loop.create_task(self._watch_loop(spec.name))
 
@@ -177,6 +180,63 @@ class Triggers:
                     await self._restart(inst, f"cron_restart {expression}")
         finally:
             self.cron_tasks.pop(name, None)
+
+    async def _health_loop(self, name: str) -> None:
+        """Probe the app every interval once its start period is over; `retries` failures
+        in a row mark it unhealthy (shown by `list`) and restart it (reload in cluster
+        mode)."""
+        from corral.health import HealthCheck
+
+        failures = 0
+        try:
+            while True:
+                members = [i for i in self.supervisor.instances.values()
+                           if i.record.spec.name == name]
+                if not members or not members[0].record.spec.health_check:
+                    return
+                check = HealthCheck.from_dict(members[0].record.spec.health_check)
+                await asyncio.sleep(check.interval_ms / 1000)
+                running = [i for i in self.supervisor.instances.values()
+                           if i.record.spec.name == name and i.alive
+                           and not i.lock.locked()]
+                newest = max((i.record.pm_uptime for i in running), default=0)
+                if not running or time.time() * 1000 - newest < check.start_period_ms:
+                    continue
+                problem = await check.probe(running[0].record.spec.cwd)
+                if problem is None:
+                    failures = 0
+                    self._set_health(running, "healthy")
+                    continue
+                failures += 1
+                log.warning("%s: health check failed (%d/%d): %s", name, failures,
+                            check.retries, problem)
+                if failures >= check.retries:
+                    failures = 0
+                    self._set_health(running, "unhealthy")
+                    for inst in running:
+                        await self._restart(inst, f"unhealthy: {problem}")
+                        inst.record.health = "unhealthy"
+        finally:
+            self.health_tasks.pop(name, None)
+
+    def _set_health(self, instances: list[Instance], state: str) -> None:
+        changed = False
+        for inst in instances:
+            if inst.record.health != state:
+                inst.record.health = state
+                changed = True
+        if changed:
+            self.supervisor.on_change()
+
+    async def ready_by_health(self, inst: Instance) -> None:
+        """wait_ready with a health check: ready once the check passes."""
+        from corral.health import HealthCheck
+
+        spec = inst.record.spec
+        assert spec.health_check is not None
+        check = HealthCheck.from_dict(spec.health_check)
+        while await check.probe(spec.cwd) is not None:
+            await asyncio.sleep(0.1)
 
     async def _restart(self, inst: Instance, reason: str) -> None:
         failure = await self.supervisor.reload(inst)
