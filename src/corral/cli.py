@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--allow-remote", action="store_true",
                          help="allow a --host that is not a loopback address")
     metrics.add_argument("--stop", action="store_true", help="stop serving")
+    sub.add_parser("monit", aliases=["dashboard", "dash"],
+                   help="full-screen dashboard: apps, live cpu/memory, logs; keys to act",
+                   description="↑/↓ select, r restart, l reload, s stop, S start, q quit.")
     sub.add_parser("ping", help="check the daemon, starting it if needed")
     sub.add_parser("kill", help="stop every app, then the daemon")
     return parser
@@ -346,6 +349,10 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
     elif command in ("reloadLogs", "reload-logs"):
         result = api.client.call("reload_logs")
         print(f"corral: reopened {result['files']} log file(s)")
+    elif command in ("monit", "dashboard", "dash"):
+        from corral import monit
+
+        return monit.run(api)
     elif command == "metrics":
         result = api.client.call("metrics", port=args.port, host=args.host,
                                  allow_remote=args.allow_remote, stop=args.stop)
