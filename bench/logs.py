@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -65,7 +66,7 @@ DATE_FORMAT = "YYYY-MM-DD HH:mm:ss"
 LINE_BYTES = 100
 APP_NAME = "burst"
 POLL_S = 0.005  # how often the harness looks at the log files during a burst
-SETTLE_S = 3.0  # apps gone and no new byte for this long: the burst is over, lines missing
+SETTLE_S = 2.0  # apps gone and no new byte for this long: the burst is over, lines missing
 
 
 class BenchError(RuntimeError):
@@ -243,6 +244,7 @@ def log_groups(folder: str, prefix: str) -> dict[str, list[str]]:
             for base, items in sorted(groups.items())}
 
 
+@functools.lru_cache(maxsize=8)
 def expected_output(instance: int, lines: int) -> bytes:
     """What bench/apps/burst.py writes (the same expression)."""
     head = f"{instance} "
@@ -732,10 +734,10 @@ def report(r: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
                                   else b["time_to_last_byte_s"] for b in bs])
 
     out.append("Each cell: median (min-max) over the runs; line counts: one value per run.\n")
-    out.append("| config | manager | time to disk (s) | daemon CPU (s) | daemon peak RSS (MiB) "
-               "| app writing (s) | once | missing | malformed | duplicated | out of order "
-               "| no date |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    out.append("| config | manager | time to disk (s) | last app started at (s) | daemon CPU (s) "
+               "| daemon peak RSS (MiB) | app writing (s) | once | missing | malformed "
+               "| duplicated | out of order | no date |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for c in r["configs"]:
         for v in c["variants"]:
             bs = by.get((c["key"], v), [])
@@ -744,8 +746,10 @@ def report(r: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
             dated = "date" in v or "--time" in v
             ck = [b["check"] for b in bs]
             app_w = [max(b["app_write_s"]) for b in bs if b["app_write_s"]]
+            app_s = [max(b["app_start_after_s"]) for b in bs if b["app_start_after_s"]]
             out.append(
                 f"| {c['key']} | {v} | {time_cell(bs)} | "
+                f"{fmt(app_s, 2) if app_s else 'n/a'} | "
                 f"{fmt([b['daemon_cpu_s'] for b in bs], 2)} | "
                 f"{fmt([b['daemon_peak_rss_mib'] for b in bs], 1)} | "
                 f"{fmt(app_w, 2) if app_w else 'n/a'} | "

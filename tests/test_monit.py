@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import Corral, wait_for
 
 TMUX = shutil.which("tmux")
