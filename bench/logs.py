@@ -305,17 +305,16 @@ def check_lines(folder: str, prefix: str, instances: int, lines: int,
             group_lines += len(parts)
             for line in parts:
                 m = LINE_RE.fullmatch(line)
-                # `<instance> <seq> x...`: LINE_BYTES with the newline
-                whole = m is not None and len(m.group(2)) + len(m.group(4)) + 10 == LINE_BYTES
-                if not whole or (m.group(1) is not None) != dated:
-                    if whole and m.group(1) is None:
-                        unstamped += 1  # whole line, date missing
-                    else:
-                        malformed += 1
-                        if len(samples) < 4:
-                            samples.append(repr(line[:70] + (b"..." if len(line) > 70 else b""))
-                                           + f" ({len(line)} bytes)")
-                        continue
+                # `<instance> <seq> x...`: LINE_BYTES with the newline; a date only if asked
+                if (m is None or len(m.group(2)) + len(m.group(4)) + 10 != LINE_BYTES
+                        or (m.group(1) is not None and not dated)):
+                    malformed += 1
+                    if len(samples) < 4:
+                        samples.append(repr(line[:70] + (b"..." if len(line) > 70 else b""))
+                                       + f" ({len(line)} bytes)")
+                    continue
+                if dated and m.group(1) is None:
+                    unstamped += 1  # a whole line without its date: counted, and flagged
                 inst, seq = int(m.group(2)), int(m.group(3))
                 if inst >= instances or seq >= lines:
                     foreign += 1
@@ -331,9 +330,14 @@ def check_lines(folder: str, prefix: str, instances: int, lines: int,
                        "instances": sorted(top)}
     once = counts.count(1)
     missing = counts.count(0)
+    # lines missing at the end of an instance's output (lost when it exited), the others
+    # (cut or merged into a malformed line)
+    missing_at_end = sum(lines - len(counts[i * lines:(i + 1) * lines].rstrip(b"\0"))
+                         for i in range(instances))
     duplicated = sum(c - 1 for c in counts if c > 1)
     mixed = sum(len(v["instances"]) > 1 for v in files.values())
     return {"expected": instances * lines, "once": once, "missing": missing,
+            "missing_at_end": missing_at_end,
             "duplicated": duplicated, "malformed": malformed, "out_of_order": out_of_order,
             "unstamped": unstamped, "foreign": foreign, "no_final_newline": no_final_newline,
             "files_with_several_instances": mixed, "malformed_samples": samples, "files": files}
@@ -733,7 +737,8 @@ def report(r: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         return statistics.median([b["time_to_disk_s"] if b["time_to_disk_s"] is not None
                                   else b["time_to_last_byte_s"] for b in bs])
 
-    out.append("Each cell: median (min-max) over the runs; line counts: one value per run.\n")
+    out.append("Each cell: median (min-max) over the runs; line counts: one value per run; "
+               "missing (n): n of them at the end of an instance's output.\n")
     out.append("| config | manager | time to disk (s) | last app started at (s) | daemon CPU (s) "
                "| daemon peak RSS (MiB) | app writing (s) | once | missing | malformed "
                "| duplicated | out of order | no date |")
@@ -754,7 +759,9 @@ def report(r: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
                 f"{fmt([b['daemon_peak_rss_mib'] for b in bs], 1)} | "
                 f"{fmt(app_w, 2) if app_w else 'n/a'} | "
                 f"{per_run([x['once'] for x in ck])} | "
-                + " | ".join(per_run([x[k] for x in ck]) for k in COUNT_KEYS[:4])
+                + " / ".join(f"{x['missing']}" + (f" ({x['missing_at_end']})" if x["missing"]
+                                                  else "") for x in ck) + " | "
+                + " | ".join(per_run([x[k] for x in ck]) for k in COUNT_KEYS[1:4])
                 + f" | {per_run([x['unstamped'] for x in ck]) if dated else '-'} |")
 
     # goals
@@ -799,7 +806,15 @@ def report(r: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
                 out.append(f"| time to disk ≤ PM2 (`{pk}`) | {c['key']} | {ct:.2f} s | "
                            f"{pt:.2f} s{caveat} (ratio {ct / pt:.2f}) | "
                            f"{'yes' if holds else 'NO'} |")
-    samples = []
+    busy = {m: [b["machine_busy_pct_of_all_cores"] for b in r["bursts"] if b["manager"] == m]
+            for m in ("corral", "pm2")}
+    quiet = [b["quiet"]["busy_pct_before"] for b in r["bursts"]]
+    if busy["corral"] and busy["pm2"]:
+        out.append("")
+        out.append(f"Whole machine busy during the bursts (% of all cores, the bursts included): "
+                   f"corral's {fmt(busy['corral'], 0)}, PM2's {fmt(busy['pm2'], 0)}. Other jobs "
+                   f"just before a burst (% of one core): {fmt(quiet, 0)}.")
+    samples: list[tuple[str, str, list[str]]] = []
     for b in r["bursts"]:
         s = b["check"]["malformed_samples"]
         if s and (b["config"], b["variant"]) not in {(x[0], x[1]) for x in samples}:

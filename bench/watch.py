@@ -126,6 +126,8 @@ def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
         except OSError:
             continue
         name = data[data.find(b"(") + 1:data.rfind(b")")].decode(errors="replace")
+        if int(tid) == pid:
+            name = f"main thread ({name})"
         fields = data[data.rfind(b")") + 2:].split()
         out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / CLK_TCK)
     return out
@@ -490,6 +492,9 @@ class Bench:
             if time.monotonic() > deadline:
                 raise BenchError("apps still running 20 s after `delete all`")
             time.sleep(0.05)
+        time.sleep(1)
+        # with every app deleted, a daemon should hold no watcher (threads, inotify)
+        self.results["daemon_after_delete"] = self.daemon_facts()
 
     # -- 2. save -> app started again
 
@@ -519,7 +524,8 @@ class Bench:
                 wait = max(started + a.gap, last_save[manager] + a.gap) - time.time()
                 if wait > 0:
                     time.sleep(wait)
-                rel = f"d{(rep * 7 + 1) % a.folders:03d}/f{(rep * 13 + 2) % a.files_per_folder:03d}.py"
+                folder, file = (rep * 7 + 1) % a.folders, (rep * 13 + 2) % a.files_per_folder
+                rel = f"d{folder:03d}/f{file:03d}.py"
                 t_save = self.save(manager, rel, f"rep {rep}")
                 last_save[manager] = t_save
                 got = self.wait_new_start(manager, name, t_save, 20)
@@ -533,6 +539,7 @@ class Bench:
                 say(f"  rep {rep}{' (warm-up)' if rep == 0 else ''} {manager}: "
                     f"{(got[1] - t_save) * 1000:.0f} ms")
         time.sleep(a.gap)
+        self.results["daemon_end"] = self.daemon_facts()
         # starts per save: every start of the app after the first, over the saves made
         for manager in MANAGERS:
             starts = len(self.stamps_of(manager, name))
@@ -689,10 +696,21 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
               f"{facts['corral']['inotify_instances']} / {facts['corral']['inotify_watches']:,} | "
               f"{facts['pm2']['inotify_instances']} / {facts['pm2']['inotify_watches']:,} "
               "| | | |"]
+    after, end = r["daemon_after_delete"], r["daemon_end"]
+
+    def holding(f: dict[str, Any], k: str) -> str:
+        return (f"{f[k]['threads']} threads, {f[k]['inotify_instances']} inotify instances / "
+                f"{f[k]['inotify_watches']:,} watches")
+
+    lines.append(f"| daemon 1 s after `delete all` of the {apps} apps (expected: as with 0 apps) | "
+                 f"{holding(after, 'corral')} | {holding(after, 'pm2')} | | | |")
+    lines.append(f"| daemon at the end of part 2 (1 watched app, after its saves) | "
+                 f"{holding(end, 'corral')} | {holding(end, 'pm2')} | | | |")
     one = r["idle_1_app"]
     one_span = one["corral"]["t"][-1] - one["corral"]["t"][0]
     one_ms = {k: total(one[k], "sched_cpu_s") * 1000 for k in MANAGERS}
-    lines.append(f"| daemon CPU ms (schedstat) over {one_span:.0f} s idle, 1 watched app (extra) | "
+    lines.append(f"| daemon CPU ms (schedstat) over {one_span:.0f} s idle, 1 watched app, before "
+                 "its first save (extra) | "
                  f"{one_ms['corral']:.1f} | {one_ms['pm2']:.1f} | "
                  f"{ratio_of(one_ms['corral'], one_ms['pm2'])} | | |")
 
@@ -700,7 +718,7 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
         rows = sorted(r["idle_watch_threads"][k].items(), key=lambda kv: -kv[1][1])
         return "; ".join(f"{name} x{n}: {cpu:.2f}" for name, (n, cpu) in rows)
 
-    lines.append(f"| idle-window CPU s by thread name (threads x count: s) | "
+    lines.append(f"| daemon CPU s in the idle window, by thread name (name xN threads: s) | "
                  f"{by_thread('corral')} | {by_thread('pm2')} | | | |")
     sc = {k: summary([x * 1000 for x in r["start_call_s"][k]]) for k in MANAGERS}
     lines.append(f"| `start` call ms, one watched app ({apps} calls, extra) | "
@@ -714,8 +732,9 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
     for k in MANAGERS:
         lat = v[k]["save_to_start_s"]
         last = f"{max(lat) * 1000:.0f}" if lat else "n/a"
+        per_app = "/".join(str(x) for x in sorted(set(v[k]["starts_per_app"])))
         vcell[k] = (f"{v[k]['restarted']}/{v[k]['apps']}, the last {last} ms after it; "
-                    f"starts per app {'/'.join(str(x) for x in sorted(set(v[k]['starts_per_app'])))}")
+                    f"starts per app {per_app}")
     lines.append(f"| after the window, one save in the tree: apps restarted | {vcell['corral']} "
                  f"| {vcell['pm2']} | | | |")
 

@@ -492,9 +492,7 @@ class Daemon:
             to_reload: list[Instance] = []
             new: list[int] = []
             for spec in specs:
-                existing = sorted((i for i in self.supervisor.instances.values()
-                                   if i.record.spec.name == spec.name),
-                                  key=lambda i: i.record.pm_id)
+                existing = self.supervisor.instances_of(spec.name)
                 if not existing:
                     new += self._add_instances(spec, spec.instances)
                 for inst in existing:
@@ -506,9 +504,7 @@ class Daemon:
         untouched: list[int] = []
         jobs = []
         for spec in specs:
-            existing = sorted((i for i in self.supervisor.instances.values()
-                               if i.record.spec.name == spec.name),
-                              key=lambda i: i.record.pm_id)
+            existing = self.supervisor.instances_of(spec.name)
             if not existing:
                 started += self._add_instances(spec, spec.instances)
                 continue
@@ -583,8 +579,7 @@ class Daemon:
 
     async def rpc_scale(self, name: str, count: str) -> dict[str, Any]:
         """PM2's scale: N, +N or -N instances; new ones copy the first, lowest index reused."""
-        instances = sorted((i for i in self.supervisor.instances.values()
-                            if i.record.spec.name == name), key=lambda i: i.record.pm_id)
+        instances = self.supervisor.instances_of(name)
         if not instances:
             raise CorralError(f"unknown app {name!r}; `corral list` shows what exists")
         text = str(count).strip()

@@ -173,6 +173,11 @@ class Supervisor:
 
     # ---- creating and finding ----------------------------------------------
 
+    def instances_of(self, name: str) -> list[Instance]:
+        """The instances of one app, by id."""
+        return sorted((i for i in self.instances.values() if i.record.spec.name == name),
+                      key=lambda i: i.record.pm_id)
+
     def lowest_free_index(self, name: str) -> int:
         used = {i.record.instance for i in self.instances.values() if i.record.spec.name == name}
         index = 0

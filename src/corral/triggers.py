@@ -100,7 +100,7 @@ class Triggers:
             task.cancel()
 
     def _watch_paths(self, name: str) -> tuple[list[str], Any] | None:
-        members = [i for i in self.supervisor.instances.values() if i.record.spec.name == name]
+        members = self.supervisor.instances_of(name)
         if not members or not members[0].record.spec.watch:
             return None
         spec = members[0].record.spec
@@ -121,8 +121,7 @@ class Triggers:
             if found is None:
                 return
             paths, keep = found
-            members = [i for i in self.supervisor.instances.values()
-                       if i.record.spec.name == name]
+            members = self.supervisor.instances_of(name)
             delay_ms = members[0].record.spec.watch_delay_ms
             async for changes in watchfiles.awatch(*paths, watch_filter=keep, debounce=400,
                                                    step=50, recursive=True):
@@ -134,8 +133,7 @@ class Triggers:
                 reason = f"watch: {os.path.relpath(first, paths[0])} changed" + (
                     f" (+{len(changes) - 1} more)" if len(changes) > 1 else "")
                 log.info("%s: %s", name, reason)
-                for inst in [i for i in self.supervisor.instances.values()
-                             if i.record.spec.name == name and i.alive]:
+                for inst in [i for i in self.supervisor.instances_of(name) if i.alive]:
                     await self._restart(inst, reason)
         finally:
             self.watch_tasks.pop(name, None)
@@ -167,16 +165,14 @@ class Triggers:
         stopped: a schedule restarts what runs, it does not undo a `corral stop`."""
         try:
             while True:
-                members = [i for i in self.supervisor.instances.values()
-                           if i.record.spec.name == name]
+                members = self.supervisor.instances_of(name)
                 if not members or not members[0].record.spec.cron_restart:
                     return
                 expression = members[0].record.spec.cron_restart
                 assert expression is not None
                 delay = next_cron_time(expression, time.time()) - time.time()
                 await asyncio.sleep(max(delay, 0.0))
-                for inst in [i for i in self.supervisor.instances.values()
-                             if i.record.spec.name == name and i.alive]:
+                for inst in [i for i in self.supervisor.instances_of(name) if i.alive]:
                     await self._restart(inst, f"cron_restart {expression}")
         finally:
             self.cron_tasks.pop(name, None)
@@ -190,15 +186,13 @@ class Triggers:
         failures = 0
         try:
             while True:
-                members = [i for i in self.supervisor.instances.values()
-                           if i.record.spec.name == name]
+                members = self.supervisor.instances_of(name)
                 if not members or not members[0].record.spec.health_check:
                     return
                 check = HealthCheck.from_dict(members[0].record.spec.health_check)
                 await asyncio.sleep(check.interval_ms / 1000)
-                running = [i for i in self.supervisor.instances.values()
-                           if i.record.spec.name == name and i.alive
-                           and not i.lock.locked()]
+                running = [i for i in self.supervisor.instances_of(name)
+                           if i.alive and not i.lock.locked()]
                 newest = max((i.record.pm_uptime for i in running), default=0)
                 if not running or time.time() * 1000 - newest < check.start_period_ms:
                     continue
