@@ -216,3 +216,23 @@ def test_health_check_bad_input(corral: Corral) -> None:
     both = corral.run("start", "eco.yaml", check=False)
     assert both.returncode == 1 and "key 'health_check'" in both.stderr
     assert corral.jlist() == []
+
+
+def test_delete_stops_watching(corral: Corral) -> None:
+    import time
+
+    project = corral.tmp / "p2"
+    project.mkdir()
+    starts = corral.tmp / "starts2"
+    app = project / "w.py"
+    app.write_text(f"import os, time\nopen({str(starts)!r}, 'a').write('x\\\\n')\n"
+                   "while True:\n    time.sleep(1)\n")
+    corral.run("start", str(app), "--cwd", str(project), "--watch")
+    wait_for(lambda: starts.exists() and len(starts.read_text().split()) == 1, what="start")
+    corral.run("delete", "w")
+    corral.run("start", str(app), "--cwd", str(project))  # same name, not watched
+    wait_for(lambda: len(starts.read_text().split()) == 2, what="the second start")
+    (project / "edit.py").write_text("x = 1\n")
+    time.sleep(1.5)  # longer than the watcher's debounce: nothing may restart it
+    assert len(starts.read_text().split()) == 2
+    assert "disabled" in corral.run("list").stdout

@@ -729,6 +729,8 @@ class Supervisor:
         self.instances.pop(rec.pm_id, None)
         if not self.instances:
             self.next_id = 0
+        if not self.instances_of(rec.spec.name):
+            self.triggers.forget(rec.spec.name)
         self.close_idle_clusters()
         self.on_change()
 

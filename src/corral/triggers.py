@@ -72,7 +72,8 @@ class Triggers:
         self.supervisor = supervisor
         self.memory_task: asyncio.Task[None] | None = None
         self.cron_tasks: dict[str, asyncio.Task[None]] = {}
-        self.watch_tasks: dict[str, asyncio.Task[None]] = {}
+        self.watched: set[str] = set()  # apps whose files are watched
+        self.watch_task: asyncio.Task[None] | None = None
         self.health_tasks: dict[str, asyncio.Task[None]] = {}
         self.metrics = TreeMetrics()
 
@@ -87,19 +88,34 @@ class Triggers:
             self.cron_tasks[spec.name] = loop.create_task(self._cron_loop(spec.name))
         if spec.health_check and spec.name not in self.health_tasks:
             self.health_tasks[spec.name] = loop.create_task(self._health_loop(spec.name))
-        if spec.watch and spec.name not in self.watch_tasks:
-            self.watch_tasks[spec.name] = loop.create_task(self._watch_loop(spec.name))
+        if spec.watch and spec.name not in self.watched:
+            self.watched.add(spec.name)
+            self._rewatch()
 
     def watching(self, name: str) -> bool:
-        task = self.watch_tasks.get(name)
-        return task is not None and not task.done()
+        return name in self.watched and self.watch_task is not None \
+            and not self.watch_task.done()
 
     def unwatch(self, name: str) -> None:
-        task = self.watch_tasks.pop(name, None)
-        if task is not None:
-            task.cancel()
+        if name in self.watched:
+            self.watched.discard(name)
+            self._rewatch()
 
-    def _watch_paths(self, name: str) -> tuple[list[str], Any] | None:
+    def forget(self, name: str) -> None:
+        """The app was deleted: stop what watched it."""
+        self.unwatch(name)
+
+    def _rewatch(self) -> None:
+        """One watcher (one thread, one inotify instance) for every watched app: start it
+        again over the new set of paths."""
+        if self.watch_task is not None:
+            self.watch_task.cancel()
+            self.watch_task = None
+        if self.watched:
+            self.watch_task = self.supervisor.loop.create_task(self._watch_loop())
+
+    def _watch_plan(self, name: str) -> tuple[list[str], Any, int] | None:
+        """(paths, filter, watch_delay_ms) of a watched app, or None."""
         members = self.supervisor.instances_of(name)
         if not members or not members[0].record.spec.watch:
             return None
@@ -108,35 +124,48 @@ class Triggers:
                  [os.path.join(spec.cwd, p) for p in spec.watch])  # type: ignore[union-attr]
         own_logs = [p for i in members for p in (i.record.out_log_path, i.record.err_log_path,
                                                   i.record.log_path) if p]
-        return paths, watch_filter(spec.cwd, spec.ignore_watch,
-                                   [self.supervisor.home.root], own_logs)
+        keep = watch_filter(spec.cwd, spec.ignore_watch, [self.supervisor.home.root], own_logs)
+        return [os.path.abspath(p) for p in paths], keep, spec.watch_delay_ms
 
-    async def _watch_loop(self, name: str) -> None:
-        """inotify through watchfiles: a burst of changes (a git checkout) is one restart,
-        a reload in cluster mode (so a save in the editor drops no request)."""
+    async def _watch_loop(self) -> None:
+        """inotify through watchfiles: a burst of changes (a git checkout) is one restart
+        per app, a reload in cluster mode (so a save in the editor drops no request)."""
         import watchfiles
 
-        try:
-            found = self._watch_paths(name)
-            if found is None:
-                return
-            paths, keep = found
-            members = self.supervisor.instances_of(name)
-            delay_ms = members[0].record.spec.watch_delay_ms
-            async for changes in watchfiles.awatch(*paths, watch_filter=keep, debounce=400,
-                                                   step=50, recursive=True):
-                if delay_ms:
-                    await asyncio.sleep(delay_ms / 1000)
-                if self._watch_paths(name) is None:
-                    return
-                first = sorted(path for _, path in changes)[0]
-                reason = f"watch: {os.path.relpath(first, paths[0])} changed" + (
-                    f" (+{len(changes) - 1} more)" if len(changes) > 1 else "")
-                log.info("%s: %s", name, reason)
-                for inst in [i for i in self.supervisor.instances_of(name) if i.alive]:
-                    await self._restart(inst, reason)
-        finally:
-            self.watch_tasks.pop(name, None)
+        plans = {name: plan for name in sorted(self.watched)
+                 if (plan := self._watch_plan(name)) is not None}
+        if not plans:
+            return
+        roots = sorted({p for paths, _, _ in plans.values() for p in paths})
+
+        def owners(path: str) -> list[str]:
+            return [name for name, (paths, keep, _) in plans.items()
+                    if any(path == p or path.startswith(p.rstrip(os.sep) + os.sep)
+                           for p in paths) and keep(None, path)]
+
+        async for changes in watchfiles.awatch(
+                *roots, watch_filter=lambda change, path: bool(owners(path)),
+                debounce=400, step=200, recursive=True):
+            touched: dict[str, list[str]] = {}
+            for _, path in changes:
+                for name in owners(path):
+                    touched.setdefault(name, []).append(path)
+            for name, paths in touched.items():
+                self.supervisor.loop.create_task(
+                    self._watch_restart(name, sorted(paths), plans[name]))
+
+    async def _watch_restart(self, name: str, paths: list[str],
+                             plan: tuple[list[str], Any, int]) -> None:
+        roots, _, delay_ms = plan
+        if delay_ms:
+            await asyncio.sleep(delay_ms / 1000)
+        if name not in self.watched:
+            return
+        reason = f"watch: {os.path.relpath(paths[0], roots[0])} changed" + (
+            f" (+{len(paths) - 1} more)" if len(paths) > 1 else "")
+        log.info("%s: %s", name, reason)
+        for inst in [i for i in self.supervisor.instances_of(name) if i.alive]:
+            await self._restart(inst, reason)
 
     def _limited(self) -> list[Instance]:
         return [i for i in self.supervisor.instances.values()
