@@ -225,7 +225,7 @@ def test_delete_stops_watching(corral: Corral) -> None:
     project.mkdir()
     starts = corral.tmp / "starts2"
     app = project / "w.py"
-    app.write_text(f"import os, time\nopen({str(starts)!r}, 'a').write('x\\\\n')\n"
+    app.write_text(f"import os, time\nopen({str(starts)!r}, 'a').write('x\\n')\n"
                    "while True:\n    time.sleep(1)\n")
     corral.run("start", str(app), "--cwd", str(project), "--watch")
     wait_for(lambda: starts.exists() and len(starts.read_text().split()) == 1, what="start")
