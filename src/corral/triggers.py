@@ -145,7 +145,7 @@ class Triggers:
 
         async for changes in watchfiles.awatch(
                 *roots, watch_filter=lambda change, path: bool(owners(path)),
-                debounce=400, step=200, recursive=True):
+                debounce=400, step=50, recursive=True):
             touched: dict[str, list[str]] = {}
             for _, path in changes:
                 for name in owners(path):
