@@ -358,3 +358,24 @@ def test_sigterm_with_a_cluster_app_and_rolling_reload_of_a_file(corral: Corral)
         r["pm2_env"]["status"] == "online" for r in rows) and rows, what="web online again")
     assert len(back) == 2
     assert answering_pids(port) == {r["pid"] for r in back}
+
+
+@needs_wrk
+def test_watch_in_cluster_mode_reloads_without_failed_requests(corral: Corral) -> None:
+    project = corral.tmp / "site"
+    project.mkdir()
+    app = project / "app.py"
+    app.write_text(APP.read_text())
+    port = free_port()
+    corral.run("start", str(app), "-i", "2", "--cwd", str(project), "--watch",
+               "--watch-delay", "100", env=dict(corral.env, PORT=str(port)))
+    before = {r["pid"] for r in corral.jlist()}
+    load = Wrk(port, 8, close=True)
+    time.sleep(2)  # let the bounded load run a while before acting
+    (project / "settings.py").write_text("DEBUG = False\n")  # an edit in the editor
+    wait_for(lambda: all(r["pm2_env"]["restart_time"] == 1 for r in corral.jlist()),
+             timeout=20, what="both workers reloaded")
+    result = load.result()
+    assert result["errors"] == 0 and result["non2xx"] == 0, result
+    assert {r["pid"] for r in corral.jlist()}.isdisjoint(before)
+    assert "took over from pid" in (corral.home / "corral.log").read_text()
