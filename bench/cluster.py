@@ -2,8 +2,8 @@
 """Cluster benchmark (issue 4): corral.cluster against one process and against the servers'
 own multi-worker modes, HTTP/1.1 hello world on 127.0.0.1, measured with wrk, in one run.
 
-    python bench/cluster.py            # full run, about 10 minutes (installs included)
-    python bench/cluster.py --quick    # smoke test: 2 s runs, 1 run per config, ~2 minutes
+    python bench/cluster.py            # full run, about 11 minutes on a quiet machine
+    python bench/cluster.py --quick    # smoke test: 2 s runs, 1 run per config, 2-3 minutes
 
 What it does:
   * makes a temp folder with a fresh venv: corral installed non-editable (`pip install` of a
@@ -25,6 +25,10 @@ What it does:
     descendants and of wrk; the split of the requests between worker pids: every server
     counts its requests per process and writes the total to a file named after its pid
     (bench/apps/benchcount.py); the harness takes the difference over each wrk run;
+  * before each wrk run, waits (up to --quiet-wait s) until the rest of the machine is idle
+    (< --quiet-limit % of a core), and repeats a run during which the rest of the machine used
+    more than --retry-above % of a core (at most --retries times per cell); the "rest of the
+    machine" is /proc/stat busy time minus the server's and wrk's own CPU;
   * prints markdown tables and the goals; writes every raw sample to
     bench/out/cluster-<timestamp>.json (git-ignored; --out to change);
   * stops only what it started: SIGTERM to the process it launched, then SIGTERM/SIGKILL
@@ -775,8 +779,7 @@ def report(r: dict[str, Any]) -> str:
     def ratio_goal(what: str, a: str, b: str, conn: str, factor: float) -> None:
         x, y = med(a, conn, "wrk.rps"), med(b, conn, "wrk.rps")
         if x is None or y is None:
-            goals.append((what, "not measured", "?"))
-            return
+            return  # not in this run (--only, --no-extras)
         goals.append((what, f"{x:.0f} / {y:.0f} = {x / y:.2f} (goal ≥ {factor:g})",
                       "yes" if x >= factor * y else "NO"))
 
