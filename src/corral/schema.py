@@ -251,7 +251,6 @@ class Key:
     option: str  # keyword of API.spec (an AppSpec field, or cwd/module/interpreter/...)
     convert: Callable[[Any], Any]
     aliases: tuple[str, ...] = ()
-    pending: str | None = None  # the feature that will act on it, when not acted on yet
 
 
 KEYS: dict[str, Key] = {
@@ -364,7 +363,6 @@ def normalize_app(app: Any, index: int, source: str, env_name: str | None) -> No
     options: dict[str, Any] = {}
     envs: dict[str, dict[str, str]] = {}
     warnings: list[str] = []
-    pending: dict[str, list[str]] = {}
     for raw_key, value in app.items():
         key = str(raw_key)
         if key.startswith("env_"):
@@ -399,14 +397,9 @@ def normalize_app(app: Any, index: int, source: str, env_name: str | None) -> No
         except BadValue as exc:
             raise EcosystemError(
                 f"{source}: {label}: key {key!r}: {exc} (got {value!r})") from None
-        if spec.pending and options[spec.option] not in (False, None, [], 0):
-            pending.setdefault(spec.pending, []).append(key)
     if "script" not in options:
         raise EcosystemError(f"{source}: {label}: missing key 'script' (the file or command "
                              "to run)")
-    for feature, keys in pending.items():
-        warnings.append(f"{source}: {label}: {', '.join(keys)} read but not acted on yet: "
-                        f"corral's {feature} feature is not built yet")
     if options.get("time"):
         options.setdefault("log_date_format", "YYYY-MM-DDTHH:mm:ss")
     options.pop("time", None)
