@@ -65,7 +65,7 @@ LEGAL: dict[str, frozenset[str]] = {
 
 RUNNING = frozenset({LAUNCHING, ONLINE, STOPPING})
 
-QUIET_SETTLE_S = 0.25
+QUIET_SETTLE_S = 0.5
 
 
 def now_ms() -> int:
