@@ -45,7 +45,10 @@ def test_monit_in_tmux(corral: Corral) -> None:
         wait_for(lambda: "restart: busy" in screen(), what="the dashboard to say so")
         tmux("send-keys", "-t", "t", "q")
         wait_for(lambda: "corral monit ·" not in screen(), what="the dashboard to quit")
-        after = screen()
-        assert "-m corral monit" in after  # the shell's screen is back, with the command
+        # the shell is back and monit exited 0 (the marker is split so that the echoed
+        # command line itself cannot match)
+        tmux("send-keys", "-t", "t", 'echo "monit-exit""-status=$?"', "Enter")
+        wait_for(lambda: "monit-exit-status=" in screen(), what="the shell to answer")
+        assert "monit-exit-status=0" in screen()
     finally:
         tmux("kill-server")
