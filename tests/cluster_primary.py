@@ -36,6 +36,9 @@ for line in sys.stdin:
         cluster.workers[int(words[1])].kill(getattr(signal, words[2]))
     elif words[0] == "disconnect":
         cluster.workers[int(words[1])].disconnect()
+    elif words[0] == "quiet":
+        cluster.primary.quiet(cluster.workers[int(words[1])])
+        out(event="quieted", id=int(words[1]))
     elif words[0] == "state":
         for handle in cluster.primary.handles.values():
             out(event="state", policy=handle.policy, workers=sorted(handle.workers),

@@ -111,6 +111,23 @@ def test_queued_connections_survive_a_killed_worker(primaries: Any, policy: str)
     assert {pid_of(body) for _, body in answered} != {first["pid"]}
 
 
+@pytest.mark.parametrize("server", ["blocking_accept.py", "threaded_http.py"])
+def test_quieted_worker_takes_no_more_connections(primaries: Any, server: str) -> None:
+    """A worker about to stop is quieted first; from then on it must accept nothing, even
+    when its thread was already waiting inside accept() on the shared listener."""
+    port = free_port()
+    primary = primaries("shared", 2, SERVERS / server, PORT=str(port))
+    first = primary.wait_event("listening")
+    second = primary.wait_event("listening")
+    wait_for(lambda: {pid_of(get(port)[1]) for _ in range(10)} == {first["pid"], second["pid"]},
+             what="both workers answering (both back in accept)")
+    primary.command(f"quiet {first['id']}")
+    primary.wait_event("quieted")
+    answered_by = [pid_of(get(port, timeout=10)[1]) for _ in range(30)]
+    assert set(answered_by) == {second["pid"]}, answered_by
+    assert alive(first["pid"])  # quiet, not gone
+
+
 def test_worker_whose_primary_dies_exits(primaries: Any) -> None:
     port = free_port()
     primary = primaries("shared", 2, SERVERS / "plain_asyncio.py", PORT=str(port))

@@ -331,6 +331,31 @@ class API:
         result: str = self.client.call("ping")
         return result
 
+    def save(self, force: bool = False) -> dict[str, Any]:
+        """Save the process list for `resurrect` (CORRAL_HOME/dump.json, the old one .bak)."""
+        result: dict[str, Any] = self.client.call("save", force=force)
+        return result
+
+    def resurrect(self) -> dict[str, Any]:
+        """Start the saved apps that are not registered (by name); saved-stopped apps come
+        back stopped. Returns started names, those already there, problems and notes."""
+        from corral import dump
+
+        data, used, notes = dump.read(self.home)
+        running = {row["spec"]["name"] for row in self.list()}
+        specs, present, problems = dump.specs_to_resurrect(data, running)
+        started: dict[str, Any] = {"list": self.list()}
+        if specs:
+            started = self.start(*specs)
+        return {"file": used, "started": [s.name for s in specs], "present": present,
+                "problems": problems, "notes": notes, "list": started["list"]}
+
+    def cleardump(self) -> str:
+        """Empty the saved list (the old one becomes .bak)."""
+        from corral import dump
+
+        return dump.write(self.home, dump.build([]), force=True)
+
     def _orphans_left(self) -> bool:
         return _orphans_left_in(self.home.state_file)
 

@@ -236,6 +236,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("monit", aliases=["dashboard", "dash"],
                    help="full-screen dashboard: apps, live cpu/memory, logs; keys to act",
                    description="↑/↓ select, r restart, l reload, s stop, S start, q quit.")
+    save = sub.add_parser("save", aliases=["dump"],
+                          help="save the process list for `resurrect` and boot",
+                          description="Write every registered app (settings, environment, "
+                          "instances, stopped or not) to CORRAL_HOME/dump.json (mode 0600); "
+                          "the previous save becomes dump.json.bak.")
+    save.add_argument("--force", action="store_true", help="save even an empty list")
+    sub.add_parser("resurrect", help="start the saved apps that are not registered",
+                   description="Start the apps of the last `corral save` whose name is not "
+                   "registered now (apps saved stopped come back stopped). Falls back to "
+                   "dump.json.bak when dump.json is unusable.")
+    sub.add_parser("cleardump", help="empty the saved list (the old one becomes .bak)")
+    for verb, text in (("startup", "write and enable a systemd unit that runs "
+                                   "`corral resurrect` at boot"),
+                       ("unstartup", "disable and remove the unit `corral startup` wrote")):
+        boot = sub.add_parser(verb, help=text, description=text + ". As a user, prints the "
+                              "sudo command to run; as root, writes /etc/systemd/system/"
+                              "corral-USER.service and enables it.")
+        boot.add_argument("platform", nargs="?",
+                          help="init system: systemd, the only one supported (detected "
+                          "when omitted)")
+        boot.add_argument("-u", "--user", help="the user whose apps to start (default: you)")
+        boot.add_argument("--service-name", help="unit name (default corral-USER)")
+        boot.add_argument("--unit-dir", help="write the unit here instead of "
+                          "/etc/systemd/system, and do not call systemctl")
+        if verb == "startup":
+            boot.add_argument("--hp", metavar="HOME", help="the user's home folder: "
+                              "CORRAL_HOME is HOME/.corral unless CORRAL_HOME is set")
+            boot.add_argument("--print", action="store_true", dest="print_only",
+                              help="print the unit, write nothing")
     sub.add_parser("ping", help="check the daemon, starting it if needed")
     sub.add_parser("kill", help="stop every app, then the daemon")
     return parser
@@ -250,6 +279,17 @@ def split_app_args(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `corral list | head -1`: the reader left; say nothing more, as other tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if len(argv) == 1 and (argv[0] in LIST_COMMANDS or argv[0] == "jlist"):
@@ -404,12 +444,43 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
     elif command in ("sendSignal", "send-signal"):
         result = api.send_signal(args.signal, *args.targets)
         print(f"sent {result['signal']} to ids {result['ids']}")
+    elif command in ("save", "dump"):
+        saved = api.save(args.force)
+        print(f"corral: saved {len(saved['apps'])} app(s) to {saved['path']}: "
+              + (", ".join(saved["apps"]) or "(none)"))
+    elif command == "resurrect":
+        return cmd_resurrect(api)
+    elif command == "cleardump":
+        print(f"corral: emptied {api.cleardump()}")
+    elif command in ("startup", "unstartup"):
+        from corral import startup
+
+        if command == "startup":
+            text, notes = startup.install(args.platform, args.user, args.hp, args.service_name,
+                                          args.unit_dir, args.print_only, api.home.root)
+            print(text)
+            warn(notes)
+        else:
+            print(startup.uninstall(args.platform, args.user, args.service_name, args.unit_dir))
     elif command == "ping":
         print(f'{{"msg":"{api.ping()}","daemon_pid":{api.client.daemon_pid}}}')
     elif command == "kill":
         result = api.kill()
         print(f"corral: stopped {result['stopped']} process(es) and the daemon")
     return 0
+
+
+def cmd_resurrect(api: Any) -> int:
+    result = api.resurrect()
+    warn(result["notes"])
+    for problem in result["problems"]:
+        print(f"corral: error: not resurrected: {problem}", file=sys.stderr)
+    if result["present"]:
+        print("corral: already registered, left as they are: " + ", ".join(result["present"]))
+    print(f"corral: resurrected {len(result['started'])} app(s) from {result['file']}"
+          + (": " + ", ".join(result["started"]) if result["started"] else ""))
+    print_table(result["list"])
+    return 1 if result["problems"] else 0
 
 
 def _match(rows: list[dict[str, Any]], targets: list[str]) -> list[dict[str, Any]]:

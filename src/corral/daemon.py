@@ -711,6 +711,14 @@ class Daemon:
         address = self.metrics_server.address
         return {"url": f"http://{address[0]}:{address[1]}/metrics" if address else None}
 
+    async def rpc_save(self, force: bool = False) -> dict[str, Any]:
+        from corral import dump
+
+        data = dump.build(i.record for i in self.supervisor.instances.values())
+        path = dump.write(self.home, data, force)
+        log.info("saved %d app(s) to %s", len(data["apps"]), path)
+        return {"path": path, "apps": [a["spec"]["name"] for a in data["apps"]]}
+
     async def rpc_kill(self) -> dict[str, Any]:
         instances = list(self.supervisor.instances.values())
         await asyncio.gather(*(self.supervisor.delete(i) for i in instances))

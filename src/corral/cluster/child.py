@@ -310,7 +310,23 @@ def _accept(self: socket.socket) -> tuple[socket.socket, Any]:
     if info is None:
         return _real_accept(self)
     if info.policy != "rr":
-        conn, address = _real_accept(self)
+        if self.gettimeout() is None:
+            # a blocking accept() waits inside the kernel on the shared queue itself, and
+            # would still take a connection after the listener is quieted: say where we
+            # are, so that quieting can interrupt the wait (see _wake_accepting)
+            ident = threading.get_ident()
+            with _in_accept_lock:
+                _in_accept[ident] = _in_accept.get(ident, 0) + 1
+            try:
+                conn, address = _real_accept(self)
+            finally:
+                with _in_accept_lock:
+                    if _in_accept[ident] == 1:
+                        del _in_accept[ident]
+                    else:
+                        _in_accept[ident] -= 1
+        else:
+            conn, address = _real_accept(self)
         _track(conn, address)
         return conn, address
     timeout = self.gettimeout()
@@ -353,6 +369,49 @@ def _track(conn: socket.socket, address: Any) -> None:
     """Remember a connection this worker accepted from a clustered listener."""
     with _tracked_lock:
         _tracked[id(conn)] = (weakref.ref(conn), address)
+        # an id is an address: a new connection may reuse one that said close
+        _closing_said.discard(id(conn))
+
+
+# threads inside a blocking accept() on a shared listener (ident -> depth)
+_in_accept: dict[int, int] = {}
+_in_accept_lock = threading.Lock()
+# sent to those threads when the listener is quieted: the interrupted accept() is
+# retried by Python (PEP 475) on the same fd number, which then names the quiet socket
+_WAKE_SIGNAL = signal.SIGURG
+_wake_installed = False
+
+
+def _on_wake(signum: int, frame: Any) -> None:
+    pass
+
+
+def _install_wake_signal() -> None:
+    """Give SIGURG a no-op handler (its default is to be ignored, which would not
+    interrupt a system call). Only from the main thread, only if the app has none."""
+    global _wake_installed
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(_WAKE_SIGNAL) in (signal.SIG_DFL, None):
+            signal.signal(_WAKE_SIGNAL, _on_wake)
+        _wake_installed = True
+    except (ValueError, OSError):
+        pass
+
+
+def _wake_accepting() -> None:
+    """Interrupt every thread waiting in accept() on a (now quieted) shared listener."""
+    if not _wake_installed:
+        return
+    me = threading.get_ident()
+    with _in_accept_lock:
+        waiting = [ident for ident in _in_accept if ident != me]
+    for ident in waiting:
+        try:
+            signal.pthread_kill(ident, _WAKE_SIGNAL)
+        except (ProcessLookupError, OSError):
+            pass
 
 
 _draining = False
@@ -455,6 +514,7 @@ def _drain_loop() -> None:
             if done:
                 with _tracked_lock:
                     _tracked.pop(key, None)
+                    _closing_said.discard(key)
         time.sleep(0.005)
 
 
@@ -605,6 +665,7 @@ def _reader(worker: WorkerSide) -> None:
             elif message.get("act") == "quiet":
                 for sock, info in list(worker.sockets.items()):
                     stop_accepting(sock, info)
+                _wake_accepting()
                 start_draining()
                 channel.send({"ack": message.get("seq")})
             elif message.get("act") == "disconnect":
@@ -703,6 +764,7 @@ def setup() -> WorkerSide:
     for name in (ENV_WORKER_ID, ENV_IPC_FD):
         os.environ.pop(name, None)
     install_hook()
+    _install_wake_signal()
     threading.Thread(target=_reader, args=(WORKER,), daemon=True,
                      name="corral-cluster-ipc").start()
     WORKER.channel.send({"act": "online"})

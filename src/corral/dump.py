@@ -1,0 +1,138 @@
+"""`corral save` / `resurrect` / `cleardump`: the saved process list.
+
+The saved list is `CORRAL_HOME/dump.json` (the previous one is kept as
+`dump.json.bak`). It is separate from `state.json`, which the daemon rewrites on
+every change so that a daemon that dies comes back with what it had; the dump
+changes only when the user says `corral save`, and it is what `corral resurrect`
+(and so the boot unit of `corral startup`) brings back.
+
+Each app is saved once, with its resolved settings (the same ones `state.json`
+keeps, environment included), its number of instances, and whether it was
+stopped: a stopped app comes back registered and stopped, as in PM2 since #1090.
+The file is mode 0600 in a 0700 folder, because the environment may hold secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from corral import __version__
+from corral.errors import CorralError
+from corral.paths import Home
+from corral.spec import AppSpec, InstanceRecord
+
+DUMP_VERSION = 1
+
+
+def dump_path(home: Home) -> str:
+    return os.path.join(home.root, "dump.json")
+
+
+def build(records: Iterable[InstanceRecord]) -> dict[str, Any]:
+    """The saved form of a process list: one entry per app, in id order."""
+    apps: dict[str, dict[str, Any]] = {}
+    for rec in sorted(records, key=lambda r: r.pm_id):
+        entry = apps.get(rec.spec.name)
+        if entry is None:
+            entry = apps[rec.spec.name] = {"spec": rec.spec.to_dict(), "instances": 0,
+                                           "stopped": True}
+        entry["instances"] += 1
+        if rec.status != "stopped":  # online, launching, errored...: start it again
+            entry["stopped"] = False
+    return {"version": DUMP_VERSION, "corral": __version__,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "apps": list(apps.values())}
+
+
+def write(home: Home, data: dict[str, Any], force: bool = False) -> str:
+    """Write the dump atomically (temp file, fsync, rename); the old one becomes .bak."""
+    path = dump_path(home)
+    if not data["apps"] and not force:
+        raise CorralError("nothing to save: no app is registered, and saving would make "
+                          "`corral resurrect` start nothing; `corral save --force` saves the "
+                          "empty list anyway")
+    tmp = f"{path}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.exists(path):
+            os.replace(path, f"{path}.bak")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CorralError(f"cannot write {exc.filename or path}: {exc.strerror or exc}; "
+                          "check that CORRAL_HOME is writable") from None
+    return path
+
+
+def _parse(path: str) -> dict[str, Any]:
+    """One dump file, checked; ValueError says what is wrong with it."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON at line {exc.lineno}, column {exc.colno}: "
+                         f"{exc.msg}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("apps"), list):
+        raise ValueError('not a corral dump (expected an object with an "apps" list)')
+    for i, entry in enumerate(data["apps"]):
+        if not (isinstance(entry, dict) and isinstance(entry.get("spec"), dict)
+                and isinstance(entry["spec"].get("name"), str)
+                and isinstance(entry.get("instances"), int) and entry["instances"] >= 1):
+            raise ValueError(f'apps[{i}] is not a saved app (it needs "spec" with a "name", '
+                             'and "instances" >= 1)')
+    return data
+
+
+def read(home: Home) -> tuple[dict[str, Any], str, list[str]]:
+    """The saved list, from dump.json or else dump.json.bak: (data, file used, warnings).
+    A broken dump is left in place (renamed aside would hide it); the error names it."""
+    path = dump_path(home)
+    notes: list[str] = []
+    problems = []
+    for candidate in (path, f"{path}.bak"):
+        try:
+            data = _parse(candidate)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            problems.append(f"{candidate}: {exc}")
+            notes.append(f"{candidate} is unusable ({exc})")
+            continue
+        if candidate != path:
+            notes.append(f"using the previous save, {candidate}")
+        return data, candidate, notes
+    if problems:
+        raise CorralError("no usable saved list: " + "; ".join(problems)
+                          + "; fix or delete the file, then `corral save` again")
+    raise CorralError(f"nothing saved in {home.root}: `corral save` writes the list of "
+                      "running apps that `corral resurrect` brings back")
+
+
+def specs_to_resurrect(data: dict[str, Any], running: set[str]
+                       ) -> tuple[list[AppSpec], list[str], list[str]]:
+    """(specs to start, names already there, problems) for the saved apps."""
+    specs, present, problems = [], [], []
+    for entry in data["apps"]:
+        spec = AppSpec.from_dict(entry["spec"])
+        if spec.name in running:
+            present.append(spec.name)
+            continue
+        if spec.kind in ("script", "binary") and not os.path.exists(spec.exec_path):
+            problems.append(f"{spec.name}: its {spec.kind} {spec.exec_path} no longer exists")
+            continue
+        if spec.cwd and not os.path.isdir(spec.cwd):
+            problems.append(f"{spec.name}: its folder {spec.cwd} no longer exists")
+            continue
+        spec.instances = entry["instances"]
+        spec.autostart = not entry.get("stopped", False)
+        spec.force = True  # the same script under another name is what was saved
+        specs.append(spec)
+    return specs, present, problems
