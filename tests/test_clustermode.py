@@ -172,7 +172,8 @@ def _attached(corral: Corral) -> bool:
 
     client = Client(Home(str(corral.home)), start=False)
     try:
-        return all(row["attached"] for row in client.call("list"))
+        return all(row["attached"] for row in client.call("list")
+                   if row["spec"]["exec_mode"] == "cluster")
     finally:
         client.close()
 
@@ -379,3 +380,75 @@ def test_watch_in_cluster_mode_reloads_without_failed_requests(corral: Corral) -
     assert result["errors"] == 0 and result["non2xx"] == 0, result
     assert {r["pid"] for r in corral.jlist()}.isdisjoint(before)
     assert "took over from pid" in (corral.home / "corral.log").read_text()
+
+
+TICKER = """
+import sys, time
+i = 0
+while True:
+    sys.stdout.write(f"tick {i} start-")
+    sys.stdout.flush()
+    time.sleep(0.25)  # mid-line nearly all the time: the handover lands inside a line
+    sys.stdout.write("end\\n")
+    sys.stdout.flush()
+    i += 1
+    time.sleep(0.01)
+"""
+
+
+def test_update_hands_apps_over_without_a_restart(corral: Corral) -> None:
+    """`corral update`: a new daemon takes over; no app is restarted, no request fails,
+    and a log line that was half written at the handover is still one line."""
+    port = free_port()
+    rows = start_cluster(corral, port, 2)
+    corral.script("ticker.py", TICKER)
+    corral.run("start", "ticker.py", "--time")
+    ticker = corral.app("ticker")
+    assert ticker is not None
+    results: list[Any] = []
+    done = threading.Event()
+
+    def client() -> None:
+        while not done.is_set():
+            try:
+                results.append(get(port, timeout=10)[0])
+            except OSError as exc:
+                results.append(exc)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        wait_for(lambda: len(results) > 50, what="requests flowing")
+        old_daemon = corral.daemon_pid()
+        out = corral.run("update")
+        assert "nothing was restarted" in out.stdout
+        assert not alive(old_daemon) and corral.daemon_pid() != old_daemon
+        wait_for(lambda: _attached(corral), what="the workers to come back to the new daemon")
+        count = len(results)
+        wait_for(lambda: len(results) > count + 50, what="requests after the handover")
+    finally:
+        done.set()
+        thread.join(timeout=30)
+    failures = [r for r in results if r != 200]
+    assert failures == [], failures[:5]
+    after = corral.jlist()
+    assert [(r["pm_id"], r["pid"]) for r in after] == \
+        [(r["pm_id"], r["pid"]) for r in rows] + [(ticker["pm_id"], ticker["pid"])]
+    assert all(r["pm2_env"]["restart_time"] == 0 for r in after)
+    assert all(r["pm2_env"]["status"] == "online" for r in after)
+    # the new daemon is in charge: a reload works
+    corral.run("reload", "app")
+    assert answering_pids(port) == {r["pid"] for r in corral.jlist() if r["name"] == "app"}
+    # every line of the ticker is whole, stamped once, and none is missing
+    log = Path(ticker["pm2_env"]["pm_out_log_path"])
+    corral.run("stop", "ticker")
+    lines = log.read_text().splitlines()
+    numbers = []
+    for i, line in enumerate(lines):
+        # the last line may have been cut by the stop itself (and completed by corral)
+        ending = "start-(end)?" if i == len(lines) - 1 else "start-end"
+        match = re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+[^ ]*: tick (\d+) " + ending, line)
+        assert match, line
+        numbers.append(int(match.group(1)))
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    assert len(numbers) > 5

@@ -356,6 +356,21 @@ class API:
 
         return dump.write(self.home, dump.build([]), force=True)
 
+    def update(self) -> dict[str, Any]:
+        """Replace the daemon with one of this corral's version; the apps keep running (the
+        new daemon adopts them, cluster workers hand their listeners back)."""
+        client = self.client
+        old_pid = client.daemon_pid
+        result: dict[str, Any] = client.call("update")
+        client.close()
+        if not client.wait_daemon_exit():
+            raise CorralError(f"the old daemon (pid {old_pid}) did not exit; see "
+                              f"{self.home.daemon_log}")
+        self._client = None
+        self.ping()  # starts the new daemon, which adopts the apps
+        return {"old_pid": old_pid, "new_pid": self.client.daemon_pid,
+                "processes": result["processes"], "list": self.list()}
+
     def _orphans_left(self) -> bool:
         return _orphans_left_in(self.home.state_file)
 

@@ -265,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "CORRAL_HOME is HOME/.corral unless CORRAL_HOME is set")
             boot.add_argument("--print", action="store_true", dest="print_only",
                               help="print the unit, write nothing")
+    sub.add_parser("update",
+                   help="replace the daemon with this corral's version; the apps keep running",
+                   description="The daemon hands its apps over and exits; a daemon of this "
+                   "corral's version adopts them (cluster workers keep serving and hand their "
+                   "listeners back). No app is stopped. Use it after upgrading corral.")
     sub.add_parser("ping", help="check the daemon, starting it if needed")
     sub.add_parser("kill", help="stop every app, then the daemon")
     return parser
@@ -462,6 +467,12 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
             warn(notes)
         else:
             print(startup.uninstall(args.platform, args.user, args.service_name, args.unit_dir))
+    elif command == "update":
+        result = api.update()
+        print(f"corral: daemon {result['old_pid']} handed {result['processes']} process(es) "
+              f"over to daemon {result['new_pid']} (corral {__version__}); nothing was "
+              "restarted")
+        print_table(result["list"])
     elif command == "ping":
         print(f'{{"msg":"{api.ping()}","daemon_pid":{api.client.daemon_pid}}}')
     elif command == "kill":

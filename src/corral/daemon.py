@@ -48,6 +48,7 @@ class Daemon:
         self.save_scheduled = False
         self.shutdown = asyncio.Event()
         self.server: asyncio.AbstractServer | None = None
+        self.updating = False  # `corral update`: exit once the reply is sent
         self.started_at = time.time()
         self.followers: list[Follower] = []
         from corral.metricsserver import MetricsServer
@@ -318,6 +319,8 @@ class Daemon:
                 if request.get("method") == "kill":
                     self.shutdown.set()
                     return
+                if request.get("method") == "update" and self.updating:
+                    self._exit_for_update()
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
@@ -718,6 +721,54 @@ class Daemon:
         path = dump.write(self.home, data, force)
         log.info("saved %d app(s) to %s", len(data["apps"]), path)
         return {"path": path, "apps": [a["spec"]["name"] for a in data["apps"]]}
+
+    async def rpc_update(self) -> dict[str, Any]:
+        """`corral update`: hand every app over to a new daemon without stopping any. Stop
+        taking commands, wait for operations under way, move what the apps wrote to the
+        files, persist the list (with where each log line stands), then exit once the
+        reply is sent (handle() calls _exit_for_update). The next daemon adopts the apps,
+        as after a SIGKILL, and cluster workers hand it their listeners."""
+        instances = list(self.supervisor.instances.values())
+        locks = [inst.lock for inst in instances]
+        taken = []
+        try:
+            for lock in locks:
+                await asyncio.wait_for(lock.acquire(), 10)
+                taken.append(lock)
+        except asyncio.TimeoutError:
+            for lock in taken:
+                lock.release()
+            raise CorralError("an operation (a reload, a restart) is still under way after "
+                              "10 s; run `corral update` again when it has finished") from None
+        # from here on the daemon is leaving: the locks stay taken
+        assert self.server is not None
+        self.server.close()
+        for inst in instances:
+            if inst.restart_timer is not None:
+                inst.restart_timer.cancel()
+            handover = {}
+            for stream in ("out", "err"):
+                capture = getattr(inst, stream)
+                if capture is not None:
+                    handover[stream] = capture.hand_over()
+            inst.record.handover = handover
+        self.save()
+        self.updating = True
+        log.info("handing %d process(es) over to a new daemon (corral update)", len(instances))
+        return {"pid": os.getpid(), "processes": len(instances)}
+
+    def _exit_for_update(self) -> None:
+        from corral.logcapture import finish_rotations
+
+        finish_rotations()
+        for path in (self.home.socket, self.home.pid_file):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        log.info("daemon exits; its apps keep running for the next one")
+        logging.shutdown()
+        os._exit(0)  # no cleanup: the apps, their listeners and pipes must stay as they are
 
     async def rpc_kill(self) -> dict[str, Any]:
         instances = list(self.supervisor.instances.values())

@@ -172,6 +172,11 @@ _ROTATIONS = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                    thread_name_prefix="corral-rotate")
 
 
+def finish_rotations() -> None:
+    """Wait for the rotations under way (before the daemon exits without its usual end)."""
+    _ROTATIONS.shutdown(wait=True)
+
+
 def _finish_rotation(path: str, moving: str, rotation: Rotation) -> None:
     """path.N -> path.N+1 (gzipped ones too), the new one becomes path.1, keep `retain`."""
     try:
@@ -336,6 +341,25 @@ class StreamCapture:
                 self.publish({"pm_id": self.pm_id, "name": self.app_name,
                               "type": self.stream, "at": now,
                               "line": line.decode("utf-8", errors="replace")})
+
+    def hand_over(self) -> dict[str, Any]:
+        """Stop reading for a new daemon (`corral update`): move what waits in the pipe to
+        the files, and return where the current line stands, for take_over()."""
+        self.loop.remove_reader(self.read_fd)
+        self.drain()
+        if self.flush_timer is not None:
+            self.flush_timer.cancel()
+            self.flush_timer = None
+        state = {"partial": self.partial.decode("latin-1"), "mid_line": self.mid_line}
+        self.partial = b""
+        return state
+
+    def take_over(self, state: dict[str, Any]) -> None:
+        """Continue the line the previous daemon was in (see hand_over)."""
+        self.partial = str(state.get("partial", "")).encode("latin-1") + self.partial
+        self.mid_line = bool(state.get("mid_line", False))
+        if self.partial and self.flush_timer is None:
+            self.flush_timer = self.loop.call_later(PARTIAL_FLUSH_S, self.flush_partial)
 
     def exited(self) -> None:
         """The process ended: take what it wrote last, and complete its last line."""

@@ -126,6 +126,9 @@ class InstanceRecord:
     listening: list[str] = field(default_factory=list)  # cluster mode: addresses served
     last_error: str | None = None  # cluster mode: the last listener the app could not get
     health: str | None = None  # "healthy" / "unhealthy" with a health check, else None
+    # `corral update`: where each stream's line stood when the old daemon handed over
+    # ({"out": {"partial": latin-1 text, "mid_line": bool}, "err": ...}); used once
+    handover: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)

@@ -754,6 +754,11 @@ class Supervisor:
                 self._open_captures(inst)
             except OSError as exc:
                 log.error("%s (id %d): cannot open its logs: %s", rec.spec.name, rec.pm_id, exc)
+            handover, rec.handover = rec.handover or {}, None
+            for stream in ("out", "err"):
+                capture = getattr(inst, stream)
+                if capture is not None and stream in handover:
+                    capture.take_over(handover[stream])
             self.instances[rec.pm_id] = inst
             self.triggers.watch(inst)
             was = rec.status
