@@ -127,6 +127,17 @@ def test_sigterm_stops_apps_and_next_daemon_brings_them_back(corral: Corral) -> 
     assert new["pm_id"] == row["pm_id"] and new["pid"] != row["pid"]
 
 
+def test_kill_after_sigterm_means_nothing_comes_back(corral: Corral) -> None:
+    corral.run("start", str(corral.script("term2.py", SLEEPER)))
+    row = corral.wait_status("term2", "online")
+    daemon = corral.daemon_pid()
+    os.kill(daemon, signal.SIGTERM)
+    wait_for(lambda: not alive(daemon) and not alive(row["pid"]), what="daemon and app stopped")
+    out = corral.run("kill")
+    assert "stopped 0 process(es)" in out.stdout
+    assert corral.jlist() == []  # a new daemon, and the app did not come back
+
+
 def test_home_socket_and_state_are_private(corral: Corral) -> None:
     corral.run("start", str(corral.script("p.py", SLEEPER)))
     assert stat.S_IMODE(os.stat(corral.home).st_mode) == 0o700

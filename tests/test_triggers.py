@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from conftest import Corral, wait_for
+import datetime
+import re
+
+import psutil
+
+from conftest import Corral, free_port, wait_for
 
 LEAKER = """
 import subprocess, sys, time
@@ -236,3 +241,52 @@ def test_delete_stops_watching(corral: Corral) -> None:
     time.sleep(1.5)  # longer than the watcher's debounce: nothing may restart it
     assert len(starts.read_text().split()) == 2
     assert "disabled" in corral.run("list").stdout
+
+
+HEAVY_SERVER = """
+import os, pathlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+
+class Hello(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = str(os.getpid()).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Hello)
+# listening (so online) first; then the first run of each instance grows heavy
+marker = pathlib.Path(os.environ["MARKERS"]) / os.environ["CORRAL_INSTANCE"]
+hoard = None if marker.exists() else bytearray(150 * 1024 * 1024)
+if hoard is not None:
+    hoard[::4096] = b"x" * len(hoard[::4096])  # touch every page: resident, not just mapped
+    marker.touch()
+server.serve_forever()
+"""
+
+
+def test_memory_limit_in_cluster_mode_reloads_one_worker_at_a_time(corral: Corral) -> None:
+    markers = corral.tmp / "markers"
+    markers.mkdir()
+    corral.script("heavy.py", HEAVY_SERVER)
+    env = dict(corral.env, PORT=str(free_port()), MARKERS=str(markers),
+               CORRAL_MEMORY_CHECK_INTERVAL="0.3")
+    corral.run("start", "heavy.py", "-i", "2", "--max-memory-restart", "100M", env=env)
+    wait_for(lambda: all(r["pm2_env"]["restart_time"] == 1 for r in corral.jlist()),
+             timeout=30, what="both heavy workers replaced")
+    log = (corral.home / "corral.log").read_text()
+    took_over = [(datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp(),
+                  int(m.group(2)))
+                 for m in re.finditer(r"^(\S+ \S+) INFO .*pid (\d+) took over", log, re.M)]
+    assert len(took_over) == 2, log
+    (first_done, _), (_, second_pid) = sorted(took_over)
+    # the second worker's replacement was started only once the first had taken over
+    assert psutil.Process(second_pid).create_time() >= first_done - 0.02
+    assert log.count("over max_memory_restart") == 2

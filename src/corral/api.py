@@ -371,6 +371,31 @@ class API:
         return {"old_pid": old_pid, "new_pid": self.client.daemon_pid,
                 "processes": result["processes"], "list": self.list()}
 
+    def _forget_state(self) -> None:
+        """Empty the persisted list, unless a daemon is starting (it holds the lock)."""
+        import fcntl
+        import json
+
+        try:
+            fd = os.open(self.home.daemon_lock, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with open(self.home.state_file) as f:
+                state = json.load(f)
+            if state.get("instances"):
+                state["instances"] = []
+                tmp = f"{self.home.state_file}.tmp"
+                with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                          "w") as f:
+                    json.dump(state, f)
+                os.replace(tmp, self.home.state_file)
+        except (OSError, ValueError):
+            pass
+        finally:
+            os.close(fd)
+
     def _orphans_left(self) -> bool:
         return _orphans_left_in(self.home.state_file)
 
@@ -382,6 +407,9 @@ class API:
             client = Client(self.home, start=False)
         except OSError:
             if not self._orphans_left():
+                # nothing runs; but a list that a SIGTERM left would bring the apps back
+                # with the next command: `kill` means none comes back
+                self._forget_state()
                 return {"stopped": 0, "running": False}
             # the daemon died and left apps running: a new one adopts them, then stops them
             client = Client(self.home)

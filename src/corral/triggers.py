@@ -71,6 +71,7 @@ class Triggers:
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
         self.memory_task: asyncio.Task[None] | None = None
+        self.memory_busy: set[str] = set()  # apps whose over-limit instances are restarting
         self.cron_tasks: dict[str, asyncio.Task[None]] = {}
         self.watched: set[str] = set()  # apps whose files are watched
         self.watch_task: asyncio.Task[None] | None = None
@@ -179,15 +180,28 @@ class Triggers:
                        and not i.lock.locked()]
             used = self.metrics.collect({i.record.pid: i.record.pid_create_time
                                          for i in running})
+            over: dict[str, list[tuple[Instance, str]]] = {}
             for inst in running:
+                name = inst.record.spec.name
                 limit = inst.record.spec.max_memory_restart_bytes
                 memory = used.get(inst.record.pid, (0.0, 0))[1]
-                if memory > limit:
+                if memory > limit and name not in self.memory_busy:
                     reason = (f"memory {human(memory)} (process tree) over max_memory_restart "
                               f"{human(limit)}")
-                    log.warning("%s (id %d): %s: restarting", inst.record.spec.name,
-                                inst.record.pm_id, reason)
-                    self.supervisor.loop.create_task(self._restart(inst, reason))
+                    log.warning("%s (id %d): %s: restarting", name, inst.record.pm_id, reason)
+                    over.setdefault(name, []).append((inst, reason))
+            for name, todo in over.items():
+                # one instance of an app at a time, as a reload: the others keep serving
+                self.memory_busy.add(name)
+                self.supervisor.loop.create_task(self._restart_in_turn(name, todo))
+
+    async def _restart_in_turn(self, name: str, todo: list[tuple[Instance, str]]) -> None:
+        try:
+            for inst, reason in todo:
+                if inst.alive:
+                    await self._restart(inst, reason)
+        finally:
+            self.memory_busy.discard(name)
 
     async def _cron_loop(self, name: str) -> None:
         """Restart the app's running instances at each tick. Unlike PM2, a stopped app stays
