@@ -37,8 +37,8 @@ class Client:
         if self.daemon_version != __version__:
             print(
                 f"corral: the daemon runs corral {self.daemon_version} and this command is "
-                f"{__version__}; `corral kill` then any command starts a daemon of this version "
-                "(it stops your apps)",
+                f"{__version__}; `corral update` hands your apps over to a daemon of this "
+                "version without restarting them",
                 file=sys.stderr,
             )
 
