@@ -453,3 +453,64 @@ def test_update_hands_apps_over_without_a_restart(corral: Corral) -> None:
         numbers.append(int(match.group(1)))
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
     assert len(numbers) > 5
+
+
+MARKED_SERVER = """
+import os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+if os.environ.get("BROKEN"):
+    sys.exit("this version cannot start")
+
+
+class Hello(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f"{os.environ.get('MARK')} {os.getpid()}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Hello).serve_forever()
+"""
+
+
+def test_reload_from_a_file_that_fails_keeps_the_old_workers_and_settings(
+        corral: Corral) -> None:
+    port = free_port()
+    corral.script("marked.py", MARKED_SERVER)
+    config = corral.tmp / "ecosystem.config.json"
+
+    def write(instances: int, **env: str) -> None:
+        config.write_text(json.dumps({"apps": [{
+            "name": "web", "script": "marked.py", "instances": instances,
+            "exec_mode": "cluster", "env": {"PORT": port, **env}}]}))
+
+    def answers() -> set[tuple[str, int]]:
+        return {(b.split()[0], int(b.split()[1])) for b in (get(port)[1] for _ in range(20))}
+
+    write(2, MARK="v1")
+    corral.run("start", str(config))
+    before = {r["pid"] for r in corral.jlist()}
+    wait_for(lambda: answers() == {("v1", p) for p in before}, what="both v1 workers")
+
+    write(2, MARK="v2", BROKEN="1")
+    failed = corral.run("reload", str(config), check=False)
+    assert failed.returncode == 1
+    assert "reload failed" in failed.stderr and "the old worker keeps serving" in failed.stderr
+    rows = corral.jlist()
+    assert {r["pid"] for r in rows} == before
+    assert answers() == {("v1", p) for p in before}
+    # neither worker is listed with the settings it does not run with
+    described = corral.run("jlist", "--env").stdout
+    assert '"BROKEN"' not in described and '"v2"' not in described
+
+    write(3, MARK="v3")
+    corral.run("reload", str(config))
+    rows = corral.jlist()
+    assert len(rows) == 3 and not before & {r["pid"] for r in rows}
+    wait_for(lambda: answers() == {("v3", r["pid"]) for r in rows}, what="three v3 workers")

@@ -493,15 +493,18 @@ class Daemon:
         specs = [AppSpec.from_dict(a) for a in apps]
         if mode == "reload":
             to_reload: list[Instance] = []
+            new_specs: dict[int, AppSpec] = {}
             new: list[int] = []
             for spec in specs:
                 existing = self.supervisor.instances_of(spec.name)
-                if not existing:
-                    new += self._add_instances(spec, spec.instances)
                 for inst in existing:
-                    inst.record.spec = AppSpec.from_dict(spec.to_dict())
+                    # applied as each instance is reloaded: one a failed reload skips keeps
+                    # the settings it runs with
+                    new_specs[inst.record.pm_id] = AppSpec.from_dict(spec.to_dict())
                     to_reload.append(inst)
-            return await self._reload(to_reload, parallel, started=new)
+                if spec.instances > len(existing):
+                    new += self._add_instances(spec, spec.instances - len(existing))
+            return await self._reload(to_reload, parallel, started=new, new_specs=new_specs)
         started: list[int] = []
         restarted: list[int] = []
         untouched: list[int] = []
@@ -551,13 +554,17 @@ class Daemon:
         """Rolling reload: `parallel` instances at a time (1 by default, PM2 does 2). With
         env (--update-env), the shell part of the apps' environment is replaced first."""
         instances = self.resolve(targets)
+        new_specs = {}
         if env is not None:
             for inst in instances:
-                inst.record.spec.env = {**env, **inst.record.spec.env_overrides}
-        return await self._reload(instances, parallel)
+                spec = AppSpec.from_dict(inst.record.spec.to_dict())
+                spec.env = {**env, **spec.env_overrides}
+                new_specs[inst.record.pm_id] = spec
+        return await self._reload(instances, parallel, new_specs=new_specs)
 
     async def _reload(self, instances: list[Instance], parallel: int,
-                      started: list[int] | None = None) -> dict[str, Any]:
+                      started: list[int] | None = None,
+                      new_specs: dict[int, AppSpec] | None = None) -> dict[str, Any]:
         if parallel < 1:
             raise CorralError(f"--parallel {parallel}: give 1 or more instances at a time")
         gate = asyncio.Semaphore(parallel)
@@ -567,7 +574,8 @@ class Daemon:
             async with gate:
                 if failures:
                     return  # a new worker failed to come up: leave the rest as they are
-                failure = await self.supervisor.reload(inst)
+                failure = await self.supervisor.reload(
+                    inst, (new_specs or {}).get(inst.record.pm_id))
                 if failure:
                     failures.append(failure)
 

@@ -652,52 +652,65 @@ class Supervisor:
         rec.unstable_restarts = 0
         rec.prev_restart_delay_ms = 0
 
-    async def reload(self, inst: Instance) -> str | None:
+    async def reload(self, inst: Instance, new_spec: AppSpec | None = None) -> str | None:
         """Replace a cluster worker without a gap: start the new process, wait until it
         listens (or calls corral.ready() with wait_ready) within listen_timeout, then stop
-        the old one. Fork mode: a restart. Returns why it failed, or None."""
+        the old one. Fork mode: a restart. Returns why it failed, or None. new_spec (a
+        reload from a file) applies to the new process; if that fails, the old one keeps
+        serving with the settings it has."""
         async with inst.lock:
             rec = inst.record
-            spec = rec.spec
-            if spec.exec_mode != "cluster" or rec.status != ONLINE or inst.proc is None:
-                await self._restart(inst)
-                return None
-            old = inst.proc
-            try:
-                new = self.spawn(inst)
-            except SpawnError as exc:
-                return f"{spec.name} (id {rec.pm_id}): {exc}; the old worker keeps serving"
-            inst.pending.append(new)
-            signal_name = "corral.ready()" if spec.wait_ready else "listening"
-            try:
-                came = await _first(self.loop, spec.listen_timeout_ms / 1000,
-                                    self._readiness(inst, new), new.exited.wait())
-            finally:
-                inst.pending.remove(new)
-            if not new.alive:
-                rc = new.returncode
-                how = (f"killed by {signal.Signals(-rc).name}" if rc is not None and rc < 0
-                       else f"exited with code {rc}")
-                failure = (f"{spec.name} (id {rec.pm_id}): reload failed: the new worker "
-                           f"{how} before {signal_name}; the old worker keeps serving "
-                           f"(see {rec.err_log_path})")
-                rec.reason = failure
-                log.warning(failure)
-                self.on_change()
-                return failure
-            if not came:
-                log.warning("%s (id %d): the new worker gave no %s within %d ms; replacing the "
-                            "old one anyway (as PM2 does)", spec.name, rec.pm_id, signal_name,
-                            spec.listen_timeout_ms)
-            self._make_current(inst, new)
-            self._reset_counters(rec)
-            rec.restart_time += 1
-            rec.reason = None
-            self.on_change()
-            log.info("%s (id %d): pid %d took over from pid %d", spec.name, rec.pm_id, new.pid,
-                     old.pid)
-            await self.terminate(inst, old)
+            previous = rec.spec
+            if new_spec is not None:
+                rec.spec = new_spec
+            failure = await self._reload(inst)
+            if failure is not None:
+                rec.spec = previous
+            return failure
+
+    async def _reload(self, inst: Instance) -> str | None:
+        """reload() with the lock held."""
+        rec = inst.record
+        spec = rec.spec
+        if spec.exec_mode != "cluster" or rec.status != ONLINE or inst.proc is None:
+            await self._restart(inst)
             return None
+        old = inst.proc
+        try:
+            new = self.spawn(inst)
+        except SpawnError as exc:
+            return f"{spec.name} (id {rec.pm_id}): {exc}; the old worker keeps serving"
+        inst.pending.append(new)
+        signal_name = "corral.ready()" if spec.wait_ready else "listening"
+        try:
+            came = await _first(self.loop, spec.listen_timeout_ms / 1000,
+                                self._readiness(inst, new), new.exited.wait())
+        finally:
+            inst.pending.remove(new)
+        if not new.alive:
+            rc = new.returncode
+            how = (f"killed by {signal.Signals(-rc).name}" if rc is not None and rc < 0
+                   else f"exited with code {rc}")
+            failure = (f"{spec.name} (id {rec.pm_id}): reload failed: the new worker "
+                       f"{how} before {signal_name}; the old worker keeps serving "
+                       f"(see {rec.err_log_path})")
+            rec.reason = failure
+            log.warning(failure)
+            self.on_change()
+            return failure
+        if not came:
+            log.warning("%s (id %d): the new worker gave no %s within %d ms; replacing the "
+                        "old one anyway (as PM2 does)", spec.name, rec.pm_id, signal_name,
+                        spec.listen_timeout_ms)
+        self._make_current(inst, new)
+        self._reset_counters(rec)
+        rec.restart_time += 1
+        rec.reason = None
+        self.on_change()
+        log.info("%s (id %d): pid %d took over from pid %d", spec.name, rec.pm_id, new.pid,
+                 old.pid)
+        await self.terminate(inst, old)
+        return None
 
     async def start_stopped(self, inst: Instance) -> None:
         async with inst.lock:
