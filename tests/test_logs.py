@@ -228,3 +228,40 @@ def test_rotation_retain_and_gzip(corral: Corral) -> None:
     assert newest[-1].startswith("0 0019999 ")
     numbers = [int(line.split()[1]) for line in newest]
     assert numbers == list(range(numbers[0], 20000))  # the kept tail is whole and in order
+
+
+def test_follower_goes_on_with_the_next_daemon(corral: Corral) -> None:
+    app = corral.script("count.py", """
+        import time
+        i = 0
+        while True:
+            print(f"n {i}", flush=True)
+            i += 1
+            time.sleep(0.05)
+    """)
+    corral.run("start", str(app))
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "corral", "logs", "count", "--raw", "--lines", "0"],
+        env=corral.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen: list[str] = []
+        errors: list[str] = []
+        for stream, into in ((follower.stdout, seen), (follower.stderr, errors)):
+            threading.Thread(target=lambda s=stream, i=into: [i.append(x.rstrip("\n"))
+                                                              for x in s],
+                             daemon=True).start()
+        wait_for(lambda: len(seen) > 5, what="live lines")
+        old = corral.daemon_pid()
+        corral.run("update")
+        new = corral.daemon_pid()
+        assert new != old
+        wait_for(lambda: f"corral: following daemon {new}; lines written in between are in "
+                 "the files" in errors, what="the follower to find the new daemon")
+        count = len(seen)
+        wait_for(lambda: len(seen) > count + 5, what="lines from the new daemon")
+        numbers = [int(line.split()[1]) for line in seen]
+        assert numbers == sorted(set(numbers))  # in order, none twice
+        assert follower.poll() is None
+    finally:
+        follower.terminate()
+        follower.wait(10)

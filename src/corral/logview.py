@@ -95,20 +95,44 @@ def show(api: Any, targets: list[str], lines: int, types: list[str], raw: bool,
     sys.stdout.flush()
     if not follow:
         return 0
-    client = Client(api.home)
+    follow_targets = api.targets(targets) if targets else []
+    client: Client | None = Client(api.home)
     try:
-        for frame in client.stream("follow", targets=api.targets(targets) if targets else [],
-                                   types=types):
-            for event in frame.get("events", []) if isinstance(frame, dict) else []:
-                if "dropped" in event:
-                    print(f"corral: {event['dropped']} lines were not shown (this terminal "
-                          "was too slow); they are in the files", file=sys.stderr)
-                    continue
-                printer.line(event["pm_id"], event["name"], event["type"], event["line"],
-                             event.get("at"))
-            sys.stdout.flush()
+        while True:
+            assert client is not None
+            for frame in client.stream("follow", targets=follow_targets, types=types):
+                for event in frame.get("events", []) if isinstance(frame, dict) else []:
+                    if "dropped" in event:
+                        print(f"corral: {event['dropped']} lines were not shown (this "
+                              "terminal was too slow); they are in the files", file=sys.stderr)
+                        continue
+                    printer.line(event["pm_id"], event["name"], event["type"], event["line"],
+                                 event.get("at"))
+                sys.stdout.flush()
+            # the daemon went away (`corral update`, `kill`, a crash): follow the next one
+            client.close()
+            client = None
+            print("corral: the daemon went away; waiting for the next one (Ctrl-C to stop)",
+                  file=sys.stderr)
+            client = _next_daemon(api.home)
+            print(f"corral: following daemon {client.daemon_pid}; lines written in between "
+                  "are in the files", file=sys.stderr)
     except KeyboardInterrupt:
         pass
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     return 0
+
+
+def _next_daemon(home: Any) -> Any:
+    """A client of the next daemon of this home, once one answers (never starts one)."""
+    from corral.client import Client
+    from corral.errors import CorralError
+    from corral.protocol import ProtocolError
+
+    while True:
+        try:
+            return Client(home, start=False)
+        except (OSError, CorralError, ProtocolError):
+            time.sleep(0.2)
