@@ -11,8 +11,6 @@ import stat
 import subprocess
 import sys
 
-import pytest
-
 from conftest import Corral, alive, wait_for
 
 SLEEPER = "import os, time\nprint('up', os.environ.get('GREETING'), flush=True)\n" \
@@ -176,10 +174,26 @@ def test_startup_unit_brings_the_saved_apps_back(corral: Corral) -> None:
     assert again.returncode == 1 and "nothing to remove" in again.stderr
 
 
-@pytest.mark.skipif(os.getuid() == 0, reason="as root the unit is written, not explained")
 def test_startup_as_a_user_prints_the_sudo_command(corral: Corral) -> None:
-    out = corral.run("startup")
-    assert "sudo env PATH=" in out.stdout and "-m corral startup systemd -u" in out.stdout
+    """Not root: nothing is written, the command to run as root is printed. (As root, the
+    test runs corral's startup code as `nobody`.)"""
+    home = corral.tmp / "nobody-home"
+    code = ("import os, sys\n"
+            f"sys.path[:0] = {sys.path!r}\n"
+            # import first: the interpreter's own files may be unreadable to nobody
+            "from corral import startup\n"
+            "if os.getuid() == 0:\n"
+            "    os.setgid(65534); os.setuid(65534)\n"
+            f"text, notes = startup.install(None, None, None, None, None, False, {str(home)!r})\n"
+            "print(text)\n"
+            "print(*notes, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30, env=dict(corral.env, CORRAL_HOME=str(home)))
+    assert done.returncode == 0, done.stderr
+    assert "needs root" in done.stdout
+    assert "sudo env PATH=" in done.stdout and "-m corral startup systemd -u" in done.stdout
+    assert f"CORRAL_HOME={home}" in done.stdout
+    assert "corral save" in done.stderr  # nothing saved yet: said
 
 
 def test_list_into_a_closed_pipe_has_no_traceback(corral: Corral) -> None:
