@@ -22,15 +22,19 @@ from corral.errors import CorralError
 SYSTEM_UNIT_DIR = "/etc/systemd/system"
 
 
-def _quote(value: str) -> str:
-    """A systemd command-line word (systemd unquotes like a shell, mostly)."""
-    if value and all(c.isalnum() or c in "/._-+:,=@" for c in value):
+def _quote(value: str, command: bool = False) -> str:
+    """One word of a unit file: `%` starts a specifier (so %%), `$` a variable in a
+    command line (so $$), and a word with other characters is double-quoted."""
+    value = value.replace("%", "%%")
+    if command:
+        value = value.replace("$", "$$")
+    if value and all(c.isalnum() or c in "/._-+:,=@%$" for c in value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def unit_text(user: str, corral_home: str, python: str, path_env: str) -> str:
-    corral = f"{_quote(python)} -m corral"
+    corral = f"{_quote(python, command=True)} -m corral"
     return "\n".join([
         "# written by `corral startup`; `corral unstartup` removes it",
         "[Unit]",
