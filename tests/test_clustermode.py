@@ -514,3 +514,14 @@ def test_reload_from_a_file_that_fails_keeps_the_old_workers_and_settings(
     rows = corral.jlist()
     assert len(rows) == 3 and not before & {r["pid"] for r in rows}
     wait_for(lambda: answers() == {("v3", r["pid"]) for r in rows}, what="three v3 workers")
+
+
+def test_a_cluster_app_that_never_listens_is_explained(corral: Corral) -> None:
+    worker = corral.script("queue_worker.py", "import time\nwhile True:\n    time.sleep(1)\n")
+    out = corral.run("start", str(worker), "-i", "2", "--listen-timeout", "500")
+    assert "queue_worker: no worker listened on a port within listen_timeout (500 ms)" \
+        in out.stderr and "--exec-mode fork" in out.stderr
+    assert all(r["pm2_env"]["status"] == "online" for r in corral.jlist())
+    served = corral.run("start", str(APP), "-i", "2", "-n", "web",
+                        env=dict(corral.env, PORT=str(free_port())))
+    assert "listen_timeout" not in served.stderr

@@ -603,6 +603,7 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
         loaded = api.load_file(args.script, args.env_name, only_list(args))
         warn(loaded.warnings)
         result = api.apply(loaded.specs, "start")
+        warn(silent_cluster_notes(result["list"], result["started"]))
         if result["untouched"]:
             names = sorted({r["spec"]["name"] for r in result["list"]
                             if r["pm_id"] in result["untouched"]})
@@ -669,5 +670,22 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
         return 0
     warn(api.notes)
     result = api.start(spec)
+    warn(silent_cluster_notes(result["list"], result["started"]))
     print_table(result["list"])
     return 0
+
+
+def silent_cluster_notes(rows: list[dict[str, Any]], ids: list[int]) -> list[str]:
+    """Cluster apps just started whose workers never listened: start waited listen_timeout
+    for nothing. Say why, and what to use for a program that serves no port."""
+    notes = []
+    for name in sorted({r["spec"]["name"] for r in rows if r["pm_id"] in ids}):
+        mine = [r for r in rows if r["spec"]["name"] == name and r["pm_id"] in ids]
+        spec = mine[0]["spec"]
+        if (spec["exec_mode"] == "cluster" and not spec["wait_ready"]
+                and all(r["status"] == "online" and not r["listening"] for r in mine)):
+            notes.append(f"{name}: no worker listened on a port within listen_timeout "
+                         f"({spec['listen_timeout_ms']} ms), so start waited that long. "
+                         "A program that serves no port (a queue worker, a script) needs no "
+                         "cluster mode: start it with --exec-mode fork (exec_mode: fork)")
+    return notes
