@@ -42,10 +42,8 @@ Standard library only; Linux only (it reads /proc); needs wrk on the PATH
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -58,30 +56,40 @@ import threading
 import time
 from typing import Any
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from common import (
+    CLK_TCK,
+    REPO,
+    BenchError,
+    alive,
+    bench_env,
+    cmdline,
+    exit_status,
+    git_info,
+    install_corral,
+    machine_info,
+    raise_on_sigterm,
+    record_end,
+    remove_tmp,
+    run_cmd,
+    run_guarded,
+    say,
+    stat_fields,
+    wait_quiet,
+    write_json,
+)
+from common import fmt_values as fmt
+
 APPS = os.path.join(REPO, "bench", "apps")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-T_BEGIN = time.monotonic()
 BASE_PORT = 18110  # below the ephemeral range, so wrk's own ports never collide
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-def say(message: str) -> None:
-    print(f"[{time.monotonic() - T_BEGIN:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 # ---- /proc -------------------------------------------------------------------------------------
 
 def cpu_ticks(pid: int) -> int | None:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        fields = stat_fields(pid)
     except OSError:
         return None
-    fields = data[data.rfind(b")") + 2:].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
@@ -118,23 +126,6 @@ def descendants(pid: int) -> list[int]:
     return seen
 
 
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    return data[data.rfind(b")") + 2:].split()[0] != b"Z"
-
-
 # ---- wrk ---------------------------------------------------------------------------------------
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
@@ -165,19 +156,6 @@ def parse_wrk(text: str) -> dict[str, Any]:
         "errors_total": sum(errors.values()),
         "non2xx": int(non2xx.group(1)) if non2xx else 0,
     }
-
-
-# ---- statistics --------------------------------------------------------------------------------
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def fmt(values: list[float], digits: int = 0) -> str:
-    s = summary(values)
-    if len(values) == 1:
-        return f"{s['median']:.{digits}f}"
-    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
 
 
 # ---- configs -----------------------------------------------------------------------------------
@@ -359,23 +337,15 @@ class Bench:
         self.venv = os.path.join(self.tmp, "venv")
         self.python = os.path.join(self.venv, "bin", "python")
         self.apps = os.path.join(self.tmp, "apps")
-        env = dict(os.environ)
-        for name in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "PYTHONHOME",
-                     "CORRAL_CLUSTER_SCHED_POLICY", "WEB_CONCURRENCY"):
-            env.pop(name, None)
-        env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-        self.env = env
+        self.env = bench_env(["PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "PYTHONHOME",
+                              "CORRAL_CLUSTER_SCHED_POLICY", "WEB_CONCURRENCY"],
+                             PIP_DISABLE_PIP_VERSION_CHECK="1")
         self.results: dict[str, Any] = {"configs": {}, "runs": []}
         self.running: Running | None = None
         self.port = BASE_PORT
 
-    def run(self, argv: list[str], timeout: float = 300) -> str:
-        proc = subprocess.run(argv, env=self.env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise BenchError(f"{' '.join(argv)} exited {proc.returncode}:\n"
-                             f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-        return proc.stdout
+    def run(self, argv: list[str], *, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return run_cmd(argv, env=self.env, timeout=timeout)
 
     # -- set-up
 
@@ -389,27 +359,21 @@ class Bench:
         os.makedirs(os.path.join(self.tmp, "logs"))
         shutil.copytree(APPS, self.apps, ignore=shutil.ignore_patterns("__pycache__"))
         say("python -m venv + pip install (corral non-editable, uvicorn, gunicorn) ...")
-        src = os.path.join(self.tmp, "corral-src")
-        shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
-            ".git", "bench", "__pycache__", "*.egg-info", "build", "dist", ".venv",
-            ".mypy_cache", ".ruff_cache", ".pytest_cache", "node_modules"))
-        self.run([sys.executable, "-m", "venv", self.venv])
-        self.run([self.python, "-m", "pip", "install", "--quiet", src,
-                  f"uvicorn{self.args.uvicorn}", f"gunicorn{self.args.gunicorn}"])
-        site = self.run([self.python, "-c", "import sysconfig; print(sysconfig.get_paths()"
-                         "['purelib'])"]).strip()
-        self.run([self.python, "-m", "compileall", "-q", site])
+        install_corral(self.run, self.tmp, self.venv,
+                       [f"uvicorn{self.args.uvicorn}", f"gunicorn{self.args.gunicorn}"],
+                       short_timeout=300)
         probe = ("import sys, json, importlib.metadata as m, corral; print(json.dumps({"
                  "'python': sys.version.split()[0], 'corral_file': corral.__file__, "
                  "**{p: m.version(p) for p in ('corral', 'uvicorn', 'gunicorn', 'h11')}, "
                  "'uvloop': __import__('importlib.util').util.find_spec('uvloop') is not None, "
                  "'httptools': __import__('importlib.util').util.find_spec('httptools') "
                  "is not None}))")
-        versions = json.loads(self.run([self.python, "-c", probe]))
+        versions = json.loads(self.run([self.python, "-c", probe]).stdout)
         if not versions.pop("corral_file").startswith(self.venv):
             raise BenchError("corral is not imported from the venv")
         versions["wrk"] = (wrk_version.stdout + wrk_version.stderr).split("[")[0].strip()
-        self.results["machine"] = machine_info() | versions | {"corral_git": git_info()}
+        self.results["machine"] = machine_info() | versions | {
+            "corral_git": git_info(short=True, with_files=True)}
         say(f"versions: {versions}")
         self.gunicorn = os.path.join(self.venv, "bin", "gunicorn")
         self.uvicorn = os.path.join(self.venv, "bin", "uvicorn")
@@ -510,22 +474,9 @@ class Bench:
 
     def wait_quiet(self) -> dict[str, float]:
         """Wait (up to --quiet-wait s) until the machine is idle apart from us: busy CPU over
-        0.3 s below --quiet-limit % of one core, our servers being idle between runs."""
-        t0 = time.monotonic()
-        told = False
-        while True:
-            b0 = system_cpu()
-            time.sleep(0.3)
-            b1 = system_cpu()
-            busy = 100.0 * (b1[0] - b0[0]) / CLK_TCK / 0.3
-            waited = time.monotonic() - t0
-            if busy <= self.args.quiet_limit or waited > self.args.quiet_wait:
-                if told or busy > self.args.quiet_limit:
-                    say(f"  machine busy at {busy:.0f} % of a core; waited {waited:.0f} s")
-                return {"busy_pct_before": busy, "waited_s": waited}
-            if not told:
-                say(f"  machine busy at {busy:.0f} % of a core (not us): waiting for quiet")
-                told = True
+        0.3 s below --quiet-limit % of one core (steal time not counted), our servers being
+        idle between runs."""
+        return wait_quiet(system_cpu, self.args.quiet_limit, self.args.quiet_wait)
 
     def measure(self, running: Running, conn: str) -> list[dict[str, Any]]:
         a = self.args
@@ -647,10 +598,7 @@ class Bench:
                 self.running.stop()
             except Exception as exc:  # noqa: BLE001
                 say(f"cleanup: {exc}")
-        if self.args.keep:
-            say(f"kept {self.tmp}")
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        remove_tmp(self.tmp, self.args.keep)
 
 
 def free_port(start: int) -> int:
@@ -671,39 +619,6 @@ def read_sysctl(name: str) -> str | None:
             return f.read().strip()
     except OSError:
         return None
-
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem_gib = 0.0
-    try:
-        with open("/proc/meminfo") as f:
-            mem_gib = int(f.readline().split()[1]) / 1024 / 1024
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": model, "mem_gib": round(mem_gib, 1),
-            "kernel": platform.release(), "os": platform.platform(),
-            "loadavg_at_start": os.getloadavg()}
-
-
-def git_info() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "src",
-                                "pyproject.toml"], capture_output=True, text=True).stdout
-        return {"commit": commit, "src_dirty": bool(dirty.strip()),
-                "dirty_files": dirty.split()[1::2]}
-    except OSError:
-        return {}
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -863,41 +778,22 @@ def main() -> int:
         print("bench/cluster.py reads /proc: Linux only", file=sys.stderr)
         return 2
 
-    def on_term(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    raise_on_sigterm()
     bench = Bench(args)
-    failed: BaseException | None = None
-    try:
-        bench.main()
-    except BaseException as exc:  # noqa: BLE001 - clean up, keep what was measured, re-raise
-        failed = exc
-    finally:
-        bench.cleanup()
+    failed = run_guarded(bench)
     results = bench.results
-    results["command"] = "python bench/cluster.py" + " ".join(
-        [""] + [a for a in sys.argv[1:]])
-    results["wall_s"] = time.monotonic() - T_BEGIN
-    results["loadavg_at_end"] = os.getloadavg()
+    record_end(results, "python bench/cluster.py" + " ".join(
+        [""] + [a for a in sys.argv[1:]]))
     text = ""
     if results.get("runs") and "settings" in results:
         text = report(results)
     if failed is not None:
         results["error"] = repr(failed)
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"cluster-{stamp}.json")
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
-    say(f"raw results: {os.path.relpath(path)}")
+    write_json(args.out, "cluster", results)
     if failed is not None:
         if text:
             print(text)
-        if isinstance(failed, BenchError):
-            print(f"bench/cluster.py: {failed}", file=sys.stderr)
-            return 1
-        raise failed
+        return exit_status(failed, "bench/cluster.py")
     m = results["machine"]
     print(f"\ncorral {m['corral']} ({m['corral_git'].get('commit')}"
           f"{' + uncommitted src changes' if m['corral_git'].get('src_dirty') else ''}), "

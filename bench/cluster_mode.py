@@ -47,10 +47,8 @@ access to PyPI and the npm registry.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -58,14 +56,37 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-T_BEGIN = time.monotonic()
+from common import (
+    CLK_TCK,
+    REPO,
+    BenchError,
+    ManagerBench,
+    alive,
+    bench_env,
+    cmdline,
+    exit_status,
+    git_info,
+    install_corral,
+    install_pm2,
+    kill_leftovers,
+    kill_managers,
+    machine_info,
+    raise_on_sigterm,
+    record_end,
+    remove_tmp,
+    run_cmd,
+    run_guarded,
+    say,
+    stat_fields,
+    venv_versions,
+    write_json,
+)
+from common import fmt_values as fmt
+
 # below the ephemeral range, away from bench/cluster.py's 18110+
 PORTS = {"corral": 18310, "pm2": 18311, "python": 18312, "node": 18313,
          "corral4": 18314, "pm24": 18315}
@@ -85,41 +106,15 @@ end
 '''
 
 
-class BenchError(RuntimeError):
-    pass
-
-
-def say(message: str) -> None:
-    print(f"[{time.monotonic() - T_BEGIN:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
 # ---- /proc -----------------------------------------------------------------------------------
 
 def cpu_seconds(pid: int) -> float | None:
+    """utime + stime in seconds, None if the process is gone."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        fields = stat_fields(pid)
     except OSError:
         return None
-    fields = data[data.rfind(b")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    return data[data.rfind(b")") + 2:].split()[0] != b"Z"
 
 
 def parents() -> dict[int, int]:
@@ -128,11 +123,10 @@ def parents() -> dict[int, int]:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                data = f.read()
+            fields = stat_fields(int(entry))
         except OSError:
             continue
-        out[int(entry)] = int(data[data.rfind(b")") + 2:].split()[1])
+        out[int(entry)] = int(fields[1])
     return out
 
 
@@ -150,11 +144,9 @@ def descendants(pid: int) -> list[int]:
 def proc_times(pid: int) -> tuple[int, int] | None:
     """(utime + stime, cutime + cstime) in ticks."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        fields = stat_fields(pid)
     except OSError:
         return None
-    fields = data[data.rfind(b")") + 2:].split()
     return int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
 
 
@@ -269,41 +261,17 @@ class Poller(threading.Thread):
                     return
 
 
-# ---- statistics ------------------------------------------------------------------------------
-
-def summary(values: list[float]) -> dict[str, float | int]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "n": len(values)}
-
-
-def fmt(values: list[float], digits: int) -> str:
-    s = summary(values)
-    if s["n"] == 1:
-        return f"{s['median']:.{digits}f}"
-    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
-
-
 # ---- the bench -------------------------------------------------------------------------------
 
-class Bench:
+class Bench(ManagerBench):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.tmp = tempfile.mkdtemp(prefix="corral-bench-cm-")
-        self.venv = os.path.join(self.tmp, "venv")
-        self.python = os.path.join(self.venv, "bin", "python")
-        self.corral = os.path.join(self.venv, "bin", "corral")
-        self.pm2_prefix = os.path.join(self.tmp, "pm2")
-        self.pm2 = os.path.join(self.pm2_prefix, "node_modules", ".bin", "pm2")
+        super().__init__(args, "corral-bench-cm-")
         self.appdir = os.path.join(self.tmp, "app")
         self.lua = os.path.join(self.tmp, "done.lua")
-        env = dict(os.environ)
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env.pop("PYTHONPATH", None)
-        env["CORRAL_HOME"] = os.path.join(self.tmp, "corral_home")
-        env["PM2_HOME"] = os.path.join(self.tmp, "pm2_home")
-        env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-        self.env = env
-        self.daemon_pids: dict[str, int] = {}
+        self.env = bench_env(["PYTHONDONTWRITEBYTECODE", "PYTHONPATH"],
+                             CORRAL_HOME=os.path.join(self.tmp, "corral_home"),
+                             PM2_HOME=os.path.join(self.tmp, "pm2_home"),
+                             PIP_DISABLE_PIP_VERSION_CHECK="1")
         self.seen_pids: set[int] = set()
         self.plain: dict[str, subprocess.Popen[bytes]] = {}
         self.results: dict[str, Any] = {"notes": []}
@@ -312,13 +280,8 @@ class Bench:
 
     def run(self, argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 120,
             check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(argv, env=env or self.env, cwd=self.appdir,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout)
-        if check and proc.returncode != 0:
-            raise BenchError(f"{' '.join(argv)} exited {proc.returncode}:\n"
-                             f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-        return proc
+        return run_cmd(argv, env=env or self.env, timeout=timeout, cwd=self.appdir, check=check,
+                       tail=3000)
 
     def timed(self, argv: list[str], env: dict[str, str] | None = None,
               timeout: float = 120) -> tuple[float, subprocess.CompletedProcess[str]]:
@@ -362,31 +325,16 @@ class Bench:
         with open(self.lua, "w") as f:
             f.write(WRK_LUA)
 
-        say(f"npm install pm2@{self.args.pm2_version} ...")
-        self.run(["npm", "install", "--prefix", self.pm2_prefix, f"pm2@{self.args.pm2_version}",
-                  "--no-audit", "--no-fund", "--loglevel=error"], timeout=300)
-        with open(os.path.join(self.pm2_prefix, "node_modules", "pm2", "package.json")) as f:
-            pm2_version = json.load(f)["version"]
+        pm2_version = install_pm2(self.run, self.pm2_prefix, self.args.pm2_version)
 
         say("python -m venv + pip install (non-editable) ...")
-        src = os.path.join(self.tmp, "corral-src")
-        shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
-            ".git", "bench", "__pycache__", "*.egg-info", "build", "dist", ".venv",
-            ".mypy_cache", ".ruff_cache", ".pytest_cache", "node_modules"))
-        self.run([sys.executable, "-m", "venv", self.venv])
-        self.run([self.python, "-m", "pip", "install", "--quiet", src], timeout=300)
-        site = self.run([self.python, "-c", "import sysconfig; print(sysconfig.get_paths()"
-                         "['purelib'])"]).stdout.strip()
-        self.run([self.python, "-m", "compileall", "-q", site], timeout=300)
-        info = self.run([self.python, "-c", "import sys, corral; print(sys.version.split()[0], "
-                         "corral.__version__, corral.__file__)"]).stdout.split()
-        if not info[2].startswith(self.venv):
-            raise BenchError(f"corral imported from {info[2]}, not from the venv")
+        install_corral(self.run, self.tmp, self.venv)
+        info = venv_versions(self.run, self.venv)
         node = self.run(["node", "--version"]).stdout.strip()
         wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
         self.results["machine"] = machine_info() | {
             "python": info[0], "node": node, "pm2": pm2_version, "corral": info[1],
-            "wrk": wrk.strip(), "corral_git": git_info()}
+            "wrk": wrk.strip(), "corral_git": git_info(("src", "pyproject.toml", "examples"))}
         say(f"python {info[0]}, node {node}, pm2 {pm2_version}, corral {info[1]}, {wrk.strip()}")
 
     def start_daemons(self) -> None:
@@ -744,66 +692,9 @@ class Bench:
         pids = set(self.seen_pids) | set(self.daemon_pids.values())
         for pid in self.daemon_pids.values():
             pids |= set(descendants(pid))
-        for argv in ([self.corral, "kill"], [self.pm2, "kill"]):
-            if os.path.exists(argv[0]):
-                try:
-                    subprocess.run(argv, env=self.env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   timeout=60)
-                except (OSError, subprocess.TimeoutExpired) as exc:
-                    say(f"  {argv[1:]} failed: {exc}")
-        deadline = time.monotonic() + 5
-        while any(alive(p) and self.tmp in cmdline(p) for p in pids):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        left = [p for p in sorted(pids) if alive(p) and self.tmp in cmdline(p)]
-        for pid in left:
-            say(f"  leftover pid {pid} ({cmdline(pid)[:80]}): SIGKILL")
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.results["leftover_pids_killed"] = left
-        if self.args.keep:
-            say(f"kept {self.tmp}")
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-# ---- machine info ----------------------------------------------------------------------------
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem_gib = 0.0
-    try:
-        with open("/proc/meminfo") as f:
-            mem_gib = int(f.readline().split()[1]) / 1024 / 1024
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": model, "mem_gib": round(mem_gib, 1),
-            "kernel": platform.release(), "os": platform.platform(),
-            "loadavg_at_start": os.getloadavg()}
-
-
-def git_info() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "src",
-                                "pyproject.toml", "examples"], capture_output=True,
-                               text=True).stdout.strip()
-        return {"commit": commit, "src_dirty": bool(dirty)}
-    except OSError:
-        return {}
+        kill_managers([self.corral, self.pm2], self.env)
+        self.results["leftover_pids_killed"] = kill_leftovers(pids, self.tmp)
+        remove_tmp(self.tmp, self.args.keep)
 
 
 # ---- report ----------------------------------------------------------------------------------
@@ -963,25 +854,12 @@ def main() -> int:
         print("bench/cluster_mode.py needs wrk on the PATH", file=sys.stderr)
         return 2
 
-    def on_term(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    raise_on_sigterm()
     bench = Bench(args)
-    failed: BaseException | None = None
-    try:
-        bench.main()
-    except BaseException as exc:  # noqa: BLE001 - clean up, keep what was measured, re-raise
-        failed = exc
-    finally:
-        bench.cleanup()
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    os.makedirs(args.out, exist_ok=True)
+    failed = run_guarded(bench)
     results = bench.results
     argv = sys.argv[1:]
-    results["command"] = "python bench/cluster_mode.py" + "".join(f" {a}" for a in argv)
-    results["wall_s"] = time.monotonic() - T_BEGIN
-    results["loadavg_at_end"] = os.getloadavg()
+    record_end(results, "python bench/cluster_mode.py" + "".join(f" {a}" for a in argv))
     text = None
     if failed is None:
         try:
@@ -990,15 +868,9 @@ def main() -> int:
             failed = exc
     if failed is not None:
         results["error"] = repr(failed)
-    path = os.path.join(args.out, f"cluster_mode-{stamp}.json")
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
-    say(f"raw results: {os.path.relpath(path)}")
+    write_json(args.out, "cluster_mode", results)
     if failed is not None:
-        if isinstance(failed, BenchError):
-            print(f"bench/cluster_mode.py: {failed}", file=sys.stderr)
-            return 1
-        raise failed
+        return exit_status(failed, "bench/cluster_mode.py")
     m = results["machine"]
     print(f"\ncorral {m['corral']} vs PM2 {m['pm2']}; nproc {m['nproc']} ({m['cpu']}), python "
           f"{m['python']}, node {m['node']}, {m['wrk']}; whole run {results['wall_s']:.0f} s; "

@@ -28,23 +28,45 @@ Standard library only (the harness reads /proc itself); Linux only.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import random
-import shutil
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-T_BEGIN = time.monotonic()
+from common import (
+    REPO,
+    BenchError,
+    ManagerBench,
+    alive,
+    bench_env,
+    cmdline,
+    cpu_seconds,
+    exit_status,
+    fmt,
+    git_info,
+    install_corral,
+    install_pm2,
+    kill_leftovers,
+    kill_managers,
+    machine_info,
+    raise_on_sigterm,
+    record_daemon_pids,
+    record_end,
+    remove_tmp,
+    rss_mib,
+    run_cmd,
+    run_guarded,
+    say,
+    sched_cpu_seconds,
+    stamped_pids,
+    summary,
+    venv_versions,
+    write_json,
+)
 
 # The app both managers run. It records time.time() at its very start in a file
 # named after its pid (written then renamed, so a reader never sees half of it).
@@ -68,105 +90,24 @@ MIN_UPTIME_S = 1.0  # both managers' default min_uptime
 KILL_GAP_S = 1.6  # each killed app has run at least this long (> min_uptime)
 
 
-class BenchError(RuntimeError):
-    pass
-
-
-def say(message: str) -> None:
-    print(f"[{time.monotonic() - T_BEGIN:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-# ---- /proc ---------------------------------------------------------------------------------
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise BenchError(f"no VmRSS for pid {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
-    fields = data[data.rfind(b")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def sched_cpu_seconds(pid: int) -> float:
-    """On-CPU time of the process's live threads, ns resolution (/proc/<pid>/task/*/schedstat)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total / 1e9
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    return data[data.rfind(b")") + 2:].split()[0] != b"Z"
-
-
-# ---- statistics ----------------------------------------------------------------------------
-
-def summary(values: list[float]) -> dict[str, float | int]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "n": len(values)}
-
-
-def fmt(s: dict[str, float | int], digits: int) -> str:
-    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
-
-
 # ---- the bench -----------------------------------------------------------------------------
 
-class Bench:
+class Bench(ManagerBench):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.tmp = tempfile.mkdtemp(prefix="corral-bench-")
-        self.venv = os.path.join(self.tmp, "venv")
-        self.python = os.path.join(self.venv, "bin", "python")
-        self.corral = os.path.join(self.venv, "bin", "corral")
-        self.pm2_prefix = os.path.join(self.tmp, "pm2")
-        self.pm2 = os.path.join(self.pm2_prefix, "node_modules", ".bin", "pm2")
+        super().__init__(args, "corral-bench-")
         self.corral_home = os.path.join(self.tmp, "corral_home")
         self.pm2_home = os.path.join(self.tmp, "pm2_home")
         self.app = os.path.join(self.tmp, "app", "app.py")
         self.stamps = os.path.join(self.tmp, "stamps")
-        env = dict(os.environ)
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["CORRAL_HOME"] = self.corral_home
-        env["PM2_HOME"] = self.pm2_home
-        env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-        self.env = env
-        self.daemon_pids: dict[str, int] = {}
+        self.env = bench_env(["PYTHONDONTWRITEBYTECODE"], CORRAL_HOME=self.corral_home,
+                             PM2_HOME=self.pm2_home, PIP_DISABLE_PIP_VERSION_CHECK="1")
         self.results: dict[str, Any] = {}
 
     # -- helpers
 
     def run(self, argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 120,
             quiet: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(argv, env=env or self.env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise BenchError(f"{' '.join(argv)} exited {proc.returncode}:\n"
-                             f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-        return proc
+        return run_cmd(argv, env=env or self.env, timeout=timeout)
 
     def timed(self, argv: list[str]) -> float:
         t0 = time.perf_counter()
@@ -196,27 +137,11 @@ class Bench:
         with open(self.app, "w") as f:
             f.write(APP_SOURCE)
 
-        say(f"npm install pm2@{self.args.pm2_version} ...")
-        self.run(["npm", "install", "--prefix", self.pm2_prefix, f"pm2@{self.args.pm2_version}",
-                  "--no-audit", "--no-fund", "--loglevel=error"], timeout=300)
-        with open(os.path.join(self.pm2_prefix, "node_modules", "pm2", "package.json")) as f:
-            pm2_version = json.load(f)["version"]  # `pm2 --version` would spawn a daemon
+        pm2_version = install_pm2(self.run, self.pm2_prefix, self.args.pm2_version)
 
         say("python -m venv + pip install (non-editable) ...")
-        src = os.path.join(self.tmp, "corral-src")
-        shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
-            ".git", "bench", "__pycache__", "*.egg-info", "build", "dist", ".venv",
-            ".mypy_cache", ".ruff_cache", ".pytest_cache", "node_modules"))
-        self.run([sys.executable, "-m", "venv", self.venv])
-        self.run([self.python, "-m", "pip", "install", "--quiet", src], timeout=300)
-        site = self.run([self.python, "-c", "import sysconfig; print(sysconfig.get_paths()"
-                         "['purelib'])"]).stdout.strip()
-        self.run([self.python, "-m", "compileall", "-q", site], timeout=300)
-        info = self.run([self.python, "-c", "import sys, corral, psutil; print(sys.version.split()"
-                         "[0], corral.__version__, psutil.__version__, corral.__file__)"]
-                        ).stdout.split()
-        if not info[3].startswith(self.venv):
-            raise BenchError(f"corral imported from {info[3]}, not from the venv")
+        install_corral(self.run, self.tmp, self.venv)
+        info = venv_versions(self.run, self.venv, "psutil")
         pyc = os.path.join(os.path.dirname(info[3]), "__pycache__")
         if not any(n.startswith("cli.") and n.endswith(".pyc") for n in os.listdir(pyc)):
             raise BenchError(f"no compiled cli.*.pyc in {pyc}")
@@ -235,15 +160,7 @@ class Bench:
             t0 = time.perf_counter()
             self.run(argv)
             cold[manager] = time.perf_counter() - t0
-        pid_files = {"corral": os.path.join(self.corral_home, "corral.pid"),
-                     "pm2": os.path.join(self.pm2_home, "pm2.pid")}
-        for manager, path in pid_files.items():
-            with open(path) as f:
-                pid = int(f.read().strip())
-            if not alive(pid) or self.tmp not in cmdline(pid):
-                raise BenchError(f"{manager} daemon pid {pid} from {path} is not ours: "
-                                 f"{cmdline(pid)!r}")
-            self.daemon_pids[manager] = pid
+        record_daemon_pids(self.daemon_pids, self.corral_home, self.pm2_home, self.tmp)
         self.results["daemon_pids"] = dict(self.daemon_pids)
         self.results["first_ping_s"] = cold
         say(f"daemons up: {self.daemon_pids} (first `ping`, which spawns the daemon: "
@@ -421,72 +338,10 @@ class Bench:
 
     def cleanup(self) -> None:
         say("cleanup: corral kill, pm2 kill, then any recorded pid left")
-        for argv in ([self.corral, "kill"], [self.pm2, "kill"]):
-            if os.path.exists(argv[0]):
-                try:
-                    subprocess.run(argv, env=self.env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   timeout=60)
-                except (OSError, subprocess.TimeoutExpired) as exc:
-                    say(f"  {argv[1:]} failed: {exc}")
-        pids = set(self.daemon_pids.values())
-        if os.path.isdir(self.stamps):
-            for manager in os.listdir(self.stamps):
-                for name in os.listdir(os.path.join(self.stamps, manager)):
-                    for entry in os.listdir(os.path.join(self.stamps, manager, name)):
-                        if entry.isdigit():
-                            pids.add(int(entry))
-        deadline = time.monotonic() + 5
-        while any(alive(p) and self.tmp in cmdline(p) for p in pids):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        left = [p for p in sorted(pids) if alive(p) and self.tmp in cmdline(p)]
-        for pid in left:
-            say(f"  leftover pid {pid} ({cmdline(pid)[:80]}): SIGKILL")
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.results["leftover_pids_killed"] = left
-        if self.args.keep:
-            say(f"kept {self.tmp}")
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-# ---- machine info ----------------------------------------------------------------------------
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem_gib = 0.0
-    try:
-        with open("/proc/meminfo") as f:
-            mem_gib = int(f.readline().split()[1]) / 1024 / 1024
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": model, "mem_gib": round(mem_gib, 1),
-            "kernel": platform.release(), "os": platform.platform(),
-            "loadavg_at_start": os.getloadavg()}
-
-
-def git_info() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "src",
-                                "pyproject.toml"], capture_output=True, text=True).stdout.strip()
-        return {"commit": commit, "src_dirty": bool(dirty)}
-    except OSError:
-        return {}
+        kill_managers([self.corral, self.pm2], self.env)
+        pids = set(self.daemon_pids.values()) | stamped_pids(self.stamps)
+        self.results["leftover_pids_killed"] = kill_leftovers(pids, self.tmp)
+        remove_tmp(self.tmp, self.args.keep)
 
 
 # ---- report ----------------------------------------------------------------------------------
@@ -596,38 +451,19 @@ def main() -> int:
         print("bench/core.py reads /proc: Linux only", file=sys.stderr)
         return 2
 
-    def on_term(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    raise_on_sigterm()
     bench = Bench(args)
-    failed: BaseException | None = None
-    try:
-        bench.main()
-    except BaseException as exc:  # noqa: BLE001 - clean up, keep what was measured, re-raise
-        failed = exc
-    finally:
-        bench.cleanup()
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    os.makedirs(args.out, exist_ok=True)
+    failed = run_guarded(bench)
     results = bench.results
-    results["command"] = "python bench/core.py" + (" --quick" if args.quick else "")
-    results["wall_s"] = time.monotonic() - T_BEGIN
-    results["loadavg_at_end"] = os.getloadavg()
+    record_end(results, "python bench/core.py" + (" --quick" if args.quick else ""))
     if failed is None:
         text, rows = report(results)
         results["summary"] = rows
     else:
         results["error"] = repr(failed)
-    path = os.path.join(args.out, f"core-{stamp}.json")
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
-    say(f"raw results: {os.path.relpath(path)}")
+    write_json(args.out, "core", results)
     if failed is not None:
-        if isinstance(failed, BenchError):
-            print(f"bench/core.py: {failed}", file=sys.stderr)
-            return 1
-        raise failed
+        return exit_status(failed, "bench/core.py")
     m = results["machine"]
     print(f"\ncorral {m['corral']} vs PM2 {m['pm2']}; nproc {m['nproc']}, python {m['python']}, "
           f"node {m['node']}; whole run {results['wall_s']:.0f} s; load average at start "

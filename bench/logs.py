@@ -41,27 +41,48 @@ Standard library only (the harness reads /proc itself); Linux only.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import functools
 import json
 import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from common import (
+    REPO,
+    BenchError,
+    ManagerBench,
+    alive,
+    bench_env,
+    cpu_seconds,
+    exit_status,
+    fmt_values,
+    git_info,
+    install_corral,
+    install_pm2,
+    kill_leftovers,
+    kill_managers,
+    machine_info,
+    raise_on_sigterm,
+    record_daemon_pids,
+    record_end,
+    remove_tmp,
+    run_cmd,
+    run_guarded,
+    say,
+    venv_versions,
+    wait_quiet,
+    write_json,
+)
+
 APP_FILE = os.path.join(REPO, "bench", "apps", "burst.py")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
-T_BEGIN = time.monotonic()
 DATE_FORMAT = "YYYY-MM-DD HH:mm:ss"
 LINE_BYTES = 100
 APP_NAME = "burst"
@@ -69,28 +90,10 @@ POLL_S = 0.005  # how often the harness looks at the log files during a burst
 SETTLE_S = 2.0  # apps gone and no new byte for this long: the burst is over, lines missing
 
 
-class BenchError(RuntimeError):
-    pass
-
-
-def say(message: str) -> None:
-    print(f"[{time.monotonic() - T_BEGIN:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
 # ---- /proc ---------------------------------------------------------------------------------
 
-def stat_fields(pid: int) -> list[bytes]:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
-    return data[data.rfind(b")") + 2:].split()
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, all threads
-
-
 def rss_mib(pid: int) -> float:
+    """Resident pages from /proc/<pid>/statm, in MiB (the other benches read VmRSS)."""
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE_KIB / 1024
 
@@ -104,33 +107,11 @@ def system_cpu() -> tuple[int, int]:
     return busy, busy + idle + iowait
 
 
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def alive(pid: int) -> bool:
-    try:
-        return stat_fields(pid)[0] != b"Z"
-    except OSError:
-        return False
-
-
 # ---- statistics ----------------------------------------------------------------------------
 
-def summary(values: list[float]) -> dict[str, float | int]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "n": len(values)}
-
-
 def fmt(values: list[float], digits: int) -> str:
-    s = summary(values)
-    if len(values) == 1 or s["min"] == s["max"]:
-        return f"{s['median']:.{digits}f}"
-    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
+    """median (min-max); one value when there is one or when they are all equal."""
+    return fmt_values(values, digits, collapse_equal=True)
 
 
 # ---- configs -------------------------------------------------------------------------------
@@ -345,26 +326,15 @@ def check_lines(folder: str, prefix: str, instances: int, lines: int,
 
 # ---- the bench -----------------------------------------------------------------------------
 
-class Bench:
+class Bench(ManagerBench):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.tmp = tempfile.mkdtemp(prefix="corral-bench-logs-")
-        self.venv = os.path.join(self.tmp, "venv")
-        self.python = os.path.join(self.venv, "bin", "python")
-        self.corral = os.path.join(self.venv, "bin", "corral")
-        self.pm2_prefix = os.path.join(self.tmp, "pm2")
-        self.pm2 = os.path.join(self.pm2_prefix, "node_modules", ".bin", "pm2")
+        super().__init__(args, "corral-bench-logs-")
         self.homes = {"corral": os.path.join(self.tmp, "corral_home"),
                       "pm2": os.path.join(self.tmp, "pm2_home")}
         self.app = os.path.join(self.tmp, "app", "burst.py")
         self.stamps = os.path.join(self.tmp, "stamps")
-        env = dict(os.environ)
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["CORRAL_HOME"] = self.homes["corral"]
-        env["PM2_HOME"] = self.homes["pm2"]
-        env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-        self.env = env
-        self.daemon_pids: dict[str, int] = {}
+        self.env = bench_env(["PYTHONDONTWRITEBYTECODE"], CORRAL_HOME=self.homes["corral"],
+                             PM2_HOME=self.homes["pm2"], PIP_DISABLE_PIP_VERSION_CHECK="1")
         self.app_pids: set[int] = set()
         self.results: dict[str, Any] = {"bursts": []}
 
@@ -372,12 +342,7 @@ class Bench:
 
     def run(self, argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 120,
             check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(argv, env=env or self.env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout, cwd=self.tmp)
-        if check and proc.returncode != 0:
-            raise BenchError(f"{' '.join(argv)} exited {proc.returncode}:\n"
-                             f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-        return proc
+        return run_cmd(argv, env=env or self.env, timeout=timeout, cwd=self.tmp, check=check)
 
     def cli(self, manager: str) -> str:
         return self.corral if manager == "corral" else self.pm2
@@ -405,28 +370,13 @@ class Bench:
         os.makedirs(os.path.dirname(self.app))
         shutil.copyfile(APP_FILE, self.app)
 
-        say(f"npm install pm2@{self.args.pm2_version} ...")
-        self.run(["npm", "install", "--prefix", self.pm2_prefix, f"pm2@{self.args.pm2_version}",
-                  "--no-audit", "--no-fund", "--loglevel=error"], timeout=300)
-        with open(os.path.join(self.pm2_prefix, "node_modules", "pm2", "package.json")) as f:
-            pm2_version = json.load(f)["version"]  # `pm2 --version` would spawn a daemon
+        pm2_version = install_pm2(self.run, self.pm2_prefix, self.args.pm2_version)
 
         say("python -m venv + pip install (non-editable) ...")
-        src = os.path.join(self.tmp, "corral-src")
-        shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
-            ".git", "bench", "__pycache__", "*.egg-info", "build", "dist", ".venv",
-            ".mypy_cache", ".ruff_cache", ".pytest_cache", "node_modules"))
-        self.run([sys.executable, "-m", "venv", self.venv])
-        self.run([self.python, "-m", "pip", "install", "--quiet", src], timeout=300)
-        site = self.run([self.python, "-c", "import sysconfig; print(sysconfig.get_paths()"
-                         "['purelib'])"]).stdout.strip()
-        self.run([self.python, "-m", "compileall", "-q", site], timeout=300)
-        info = self.run([self.python, "-c", "import sys, corral; print(sys.version.split()[0], "
-                         "corral.__version__, corral.__file__)"]).stdout.split()
-        if not info[2].startswith(self.venv):
-            raise BenchError(f"corral imported from {info[2]}, not from the venv")
+        install_corral(self.run, self.tmp, self.venv)
+        info = venv_versions(self.run, self.venv)
         node = self.run(["node", "--version"]).stdout.strip()
-        self.results["machine"] = machine_info() | {
+        self.results["machine"] = machine_info(os_name=os_pretty_name()) | {
             "python": info[0], "node": node, "pm2": pm2_version, "corral": info[1],
             "corral_git": git_info()}
         say(f"python {info[0]}, node {node}, pm2 {pm2_version}, corral {info[1]}")
@@ -434,36 +384,14 @@ class Bench:
     def start_daemons(self) -> None:
         for manager in ("corral", "pm2"):
             self.run([self.cli(manager), "ping"])
-        pid_files = {"corral": os.path.join(self.homes["corral"], "corral.pid"),
-                     "pm2": os.path.join(self.homes["pm2"], "pm2.pid")}
-        for manager, path in pid_files.items():
-            with open(path) as f:
-                pid = int(f.read().strip())
-            if not alive(pid) or self.tmp not in cmdline(pid):
-                raise BenchError(f"{manager} daemon pid {pid} from {path} is not ours: "
-                                 f"{cmdline(pid)!r}")
-            self.daemon_pids[manager] = pid
+        record_daemon_pids(self.daemon_pids, self.homes["corral"], self.homes["pm2"], self.tmp)
         self.results["daemon_pids"] = dict(self.daemon_pids)
         say(f"daemons up: {self.daemon_pids}")
 
     def wait_quiet(self) -> dict[str, float]:
         """Wait (up to --quiet-wait s) until the rest of the machine uses less than
-        --quiet-limit % of one core (over 0.3 s)."""
-        t0 = time.monotonic()
-        told = False
-        while True:
-            b0 = system_cpu()
-            time.sleep(0.3)
-            b1 = system_cpu()
-            busy = 100.0 * (b1[0] - b0[0]) / CLK_TCK / 0.3
-            waited = time.monotonic() - t0
-            if busy <= self.args.quiet_limit or waited > self.args.quiet_wait:
-                if told or busy > self.args.quiet_limit:
-                    say(f"  machine busy at {busy:.0f} % of a core; waited {waited:.0f} s")
-                return {"busy_pct_before": busy, "waited_s": waited}
-            if not told:
-                say(f"  machine busy at {busy:.0f} % of a core (not us): waiting for quiet")
-                told = True
+        --quiet-limit % of one core (over 0.3 s; steal time counts as busy)."""
+        return wait_quiet(system_cpu, self.args.quiet_limit, self.args.quiet_wait)
 
     # -- one burst
 
@@ -634,57 +562,21 @@ class Bench:
 
     def cleanup(self) -> None:
         say("cleanup: corral kill, pm2 kill, then any recorded pid left")
-        for argv in ([self.corral, "kill"], [self.pm2, "kill"]):
-            if os.path.exists(argv[0]):
-                try:
-                    subprocess.run(argv, env=self.env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   timeout=60, cwd=self.tmp)
-                except (OSError, subprocess.TimeoutExpired) as exc:
-                    say(f"  {argv[1:]} failed: {exc}")
+        kill_managers([self.corral, self.pm2], self.env, cwd=self.tmp)
         pids = set(self.daemon_pids.values()) | self.app_pids
         if os.path.isdir(self.stamps):
             for burst in os.listdir(self.stamps):
                 for name in os.listdir(os.path.join(self.stamps, burst)):
                     if name.endswith(".start"):
                         pids.add(int(name[:-6]))
-        deadline = time.monotonic() + 5
-        while any(alive(p) and self.tmp in cmdline(p) for p in pids):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        left = [p for p in sorted(pids) if alive(p) and self.tmp in cmdline(p)]
-        for pid in left:
-            say(f"  leftover pid {pid} ({cmdline(pid)[:80]}): SIGKILL")
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.results["leftover_pids_killed"] = left
-        if self.args.keep:
-            say(f"kept {self.tmp}")
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        self.results["leftover_pids_killed"] = kill_leftovers(pids, self.tmp)
+        remove_tmp(self.tmp, self.args.keep)
 
 
 # ---- machine info ----------------------------------------------------------------------------
 
-def machine_info() -> dict[str, Any]:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem_gib = 0.0
-    try:
-        with open("/proc/meminfo") as f:
-            mem_gib = int(f.readline().split()[1]) / 1024 / 1024
-    except OSError:
-        pass
+def os_pretty_name() -> str:
+    """PRETTY_NAME of /etc/os-release, else platform.platform()."""
     os_name = platform.platform()
     try:
         with open("/etc/os-release") as f:
@@ -693,20 +585,7 @@ def machine_info() -> dict[str, Any]:
                     os_name = line.split("=", 1)[1].strip().strip('"')
     except OSError:
         pass
-    return {"nproc": os.cpu_count(), "cpu": model, "mem_gib": round(mem_gib, 1),
-            "kernel": platform.release(), "os": os_name,
-            "loadavg_at_start": os.getloadavg()}
-
-
-def git_info() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "src",
-                                "pyproject.toml"], capture_output=True, text=True).stdout.strip()
-        return {"commit": commit, "src_dirty": bool(dirty)}
-    except OSError:
-        return {}
+    return os_name
 
 
 # ---- report ----------------------------------------------------------------------------------
@@ -856,42 +735,23 @@ def main() -> int:
         print("bench/logs.py reads /proc: Linux only", file=sys.stderr)
         return 2
 
-    def on_term(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    raise_on_sigterm()
     bench = Bench(args)
-    failed: BaseException | None = None
-    try:
-        bench.main()
-    except BaseException as exc:  # noqa: BLE001 - clean up, keep what was measured, re-raise
-        failed = exc
-    finally:
-        bench.cleanup()
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    os.makedirs(args.out, exist_ok=True)
+    failed = run_guarded(bench)
     results = bench.results
-    results["command"] = "python bench/logs.py" + " ".join(
-        [""] + [a for a in sys.argv[1:] if not a.startswith("--out")])
-    results["wall_s"] = time.monotonic() - T_BEGIN
-    results["loadavg_at_end"] = os.getloadavg()
+    record_end(results, "python bench/logs.py" + " ".join(
+        [""] + [a for a in sys.argv[1:] if not a.startswith("--out")]))
     text = ""
     if results.get("configs"):
         text, goals = report(results)
         results["goals"] = goals
     if failed is not None:
         results["error"] = repr(failed)
-    path = os.path.join(args.out, f"logs-{stamp}.json")
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
-    say(f"raw results: {os.path.relpath(path)}")
+    write_json(args.out, "logs", results)
     if failed is not None:
         if text:
             print(text)
-        if isinstance(failed, BenchError):
-            print(f"bench/logs.py: {failed}", file=sys.stderr)
-            return 1
-        raise failed
+        return exit_status(failed, "bench/logs.py")
     m = results["machine"]
     print(f"\ncorral {m['corral']} vs PM2 {m['pm2']}; nproc {m['nproc']}, python {m['python']}, "
           f"node {m['node']}; {args.lines} lines of {LINE_BYTES} bytes per instance, "

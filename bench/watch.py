@@ -40,19 +40,41 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shutil
-import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-T_BEGIN = time.monotonic()
+from common import (
+    CLK_TCK,
+    BenchError,
+    ManagerBench,
+    alive,
+    bench_env,
+    cpu_seconds,
+    exit_status,
+    fmt,
+    git_info,
+    install_corral,
+    install_pm2,
+    kill_leftovers,
+    kill_managers,
+    machine_info,
+    raise_on_sigterm,
+    record_daemon_pids,
+    record_end,
+    remove_tmp,
+    rss_mib,
+    run_cmd,
+    run_guarded,
+    say,
+    sched_cpu_seconds,
+    stamped_pids,
+    status_field,
+    summary,
+    venv_versions,
+)
+
 MANAGERS = ("corral", "pm2")
 
 # The app both managers run, from the root of the watched tree. It records time.time()
@@ -74,47 +96,7 @@ while True:
 '''
 
 
-class BenchError(RuntimeError):
-    pass
-
-
-def say(message: str) -> None:
-    print(f"[{time.monotonic() - T_BEGIN:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
 # ---- /proc ---------------------------------------------------------------------------------
-
-def status_field(pid: int, key: str) -> str:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return line.split(":", 1)[1].strip()
-    raise BenchError(f"no {key} for pid {pid}")
-
-
-def rss_mib(pid: int) -> float:
-    return int(status_field(pid, "VmRSS").split()[0]) / 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (every thread), in clock ticks -> seconds."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
-    fields = data[data.rfind(b")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def sched_cpu_seconds(pid: int) -> float:
-    """On-CPU time of the process's live threads, ns resolution (/proc/<pid>/task/*/schedstat)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total / 1e9
-
 
 def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
     """tid -> (thread name, utime+stime in seconds) of each live thread."""
@@ -160,68 +142,24 @@ def inotify_usage(pid: int) -> tuple[int, int]:
     return instances, watches
 
 
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    return data[data.rfind(b")") + 2:].split()[0] != b"Z"
-
-
-# ---- statistics ----------------------------------------------------------------------------
-
-def summary(values: list[float]) -> dict[str, float | int]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "n": len(values)}
-
-
-def fmt(s: dict[str, float | int], digits: int) -> str:
-    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
-
-
 # ---- the bench -----------------------------------------------------------------------------
 
-class Bench:
+class Bench(ManagerBench):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.tmp = tempfile.mkdtemp(prefix="corral-watch-bench-")
-        self.venv = os.path.join(self.tmp, "venv")
-        self.python = os.path.join(self.venv, "bin", "python")
-        self.corral = os.path.join(self.venv, "bin", "corral")
-        self.pm2_prefix = os.path.join(self.tmp, "pm2")
-        self.pm2 = os.path.join(self.pm2_prefix, "node_modules", ".bin", "pm2")
+        super().__init__(args, "corral-watch-bench-")
         self.corral_home = os.path.join(self.tmp, "corral_home")
         self.pm2_home = os.path.join(self.tmp, "pm2_home")
         self.trees = {m: os.path.join(self.tmp, f"tree-{m}") for m in MANAGERS}
         self.stamps = os.path.join(self.tmp, "stamps")
-        env = dict(os.environ)
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["CORRAL_HOME"] = self.corral_home
-        env["PM2_HOME"] = self.pm2_home
-        env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-        self.env = env
-        self.daemon_pids: dict[str, int] = {}
+        self.env = bench_env(["PYTHONDONTWRITEBYTECODE"], CORRAL_HOME=self.corral_home,
+                             PM2_HOME=self.pm2_home, PIP_DISABLE_PIP_VERSION_CHECK="1")
         self.results: dict[str, Any] = {}
 
     # -- helpers
 
     def run(self, argv: list[str], *, env: dict[str, str] | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(argv, env=env or self.env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise BenchError(f"{' '.join(argv)} exited {proc.returncode}:\n"
-                             f"{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-        return proc
+        return run_cmd(argv, env=env or self.env, timeout=timeout)
 
     def stamp_dir(self, manager: str, name: str) -> str:
         return os.path.join(self.stamps, manager, name)
@@ -283,11 +221,7 @@ class Bench:
 
     def setup(self) -> None:
         say(f"temp folder {self.tmp}")
-        say(f"npm install pm2@{self.args.pm2_version} ...")
-        self.run(["npm", "install", "--prefix", self.pm2_prefix, f"pm2@{self.args.pm2_version}",
-                  "--no-audit", "--no-fund", "--loglevel=error"], timeout=300)
-        with open(os.path.join(self.pm2_prefix, "node_modules", "pm2", "package.json")) as f:
-            pm2_version = json.load(f)["version"]  # `pm2 --version` would spawn a daemon
+        pm2_version = install_pm2(self.run, self.pm2_prefix, self.args.pm2_version)
         chokidar = ""
         chokidar_pkg = os.path.join(self.pm2_prefix, "node_modules", "chokidar", "package.json")
         if os.path.exists(chokidar_pkg):
@@ -295,22 +229,11 @@ class Bench:
                 chokidar = json.load(f)["version"]
 
         say("python -m venv + pip install (non-editable) ...")
-        src = os.path.join(self.tmp, "corral-src")
-        shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
-            ".git", "bench", "__pycache__", "*.egg-info", "build", "dist", ".venv",
-            ".mypy_cache", ".ruff_cache", ".pytest_cache", "node_modules"))
-        self.run([sys.executable, "-m", "venv", self.venv])
-        self.run([self.python, "-m", "pip", "install", "--quiet", src], timeout=300)
-        site = self.run([self.python, "-c", "import sysconfig; print(sysconfig.get_paths()"
-                         "['purelib'])"]).stdout.strip()
-        self.run([self.python, "-m", "compileall", "-q", site], timeout=300)
-        info = self.run([self.python, "-c", "import sys, corral, watchfiles; print(sys.version"
-                         ".split()[0], corral.__version__, watchfiles.__version__, "
-                         "corral.__file__)"]).stdout.split()
-        if not info[3].startswith(self.venv):
-            raise BenchError(f"corral imported from {info[3]}, not from the venv")
+        install_corral(self.run, self.tmp, self.venv)
+        info = venv_versions(self.run, self.venv, "watchfiles")
         node = self.run(["node", "--version"]).stdout.strip()
-        self.results["machine"] = machine_info() | {
+        self.results["machine"] = machine_info(
+            extra={"inotify": inotify_limits(), "clk_tck": CLK_TCK}) | {
             "python": info[0], "node": node, "pm2": pm2_version, "chokidar": chokidar,
             "corral": info[1], "watchfiles": info[2], "corral_git": git_info(),
         }
@@ -338,15 +261,7 @@ class Bench:
     def start_daemons(self) -> None:
         for exe in (self.corral, self.pm2):
             self.run([exe, "ping"])
-        pid_files = {"corral": os.path.join(self.corral_home, "corral.pid"),
-                     "pm2": os.path.join(self.pm2_home, "pm2.pid")}
-        for manager, path in pid_files.items():
-            with open(path) as f:
-                pid = int(f.read().strip())
-            if not alive(pid) or self.tmp not in cmdline(pid):
-                raise BenchError(f"{manager} daemon pid {pid} from {path} is not ours: "
-                                 f"{cmdline(pid)!r}")
-            self.daemon_pids[manager] = pid
+        record_daemon_pids(self.daemon_pids, self.corral_home, self.pm2_home, self.tmp)
         self.results["daemon_pids"] = dict(self.daemon_pids)
         say(f"daemons up: {self.daemon_pids}")
 
@@ -558,58 +473,15 @@ class Bench:
 
     def cleanup(self) -> None:
         say("cleanup: corral kill, pm2 kill, then any recorded pid left")
-        for argv in ([self.corral, "kill"], [self.pm2, "kill"]):
-            if os.path.exists(argv[0]):
-                try:
-                    subprocess.run(argv, env=self.env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   timeout=60)
-                except (OSError, subprocess.TimeoutExpired) as exc:
-                    say(f"  {argv[1:]} failed: {exc}")
-        pids = set(self.daemon_pids.values())
-        if os.path.isdir(self.stamps):
-            for manager in os.listdir(self.stamps):
-                for name in os.listdir(os.path.join(self.stamps, manager)):
-                    for entry in os.listdir(os.path.join(self.stamps, manager, name)):
-                        if entry.isdigit():
-                            pids.add(int(entry))
-        deadline = time.monotonic() + 5
-        while any(alive(p) and self.tmp in cmdline(p) for p in pids):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        left = [p for p in sorted(pids) if alive(p) and self.tmp in cmdline(p)]
-        for pid in left:
-            say(f"  leftover pid {pid} ({cmdline(pid)[:80]}): SIGKILL")
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.results["leftover_pids_killed"] = left
-        if self.args.keep:
-            say(f"kept {self.tmp}")
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        kill_managers([self.corral, self.pm2], self.env)
+        pids = set(self.daemon_pids.values()) | stamped_pids(self.stamps)
+        self.results["leftover_pids_killed"] = kill_leftovers(pids, self.tmp)
+        remove_tmp(self.tmp, self.args.keep)
 
 
 # ---- machine info ----------------------------------------------------------------------------
 
-def machine_info() -> dict[str, Any]:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem_gib = 0.0
-    try:
-        with open("/proc/meminfo") as f:
-            mem_gib = int(f.readline().split()[1]) / 1024 / 1024
-    except OSError:
-        pass
+def inotify_limits() -> dict[str, int]:
     limits = {}
     for key in ("max_user_watches", "max_user_instances"):
         try:
@@ -617,20 +489,7 @@ def machine_info() -> dict[str, Any]:
                 limits[key] = int(f.read())
         except (OSError, ValueError):
             pass
-    return {"nproc": os.cpu_count(), "cpu": model, "mem_gib": round(mem_gib, 1),
-            "kernel": platform.release(), "os": platform.platform(), "inotify": limits,
-            "clk_tck": CLK_TCK, "loadavg_at_start": os.getloadavg()}
-
-
-def git_info() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "src",
-                                "pyproject.toml"], capture_output=True, text=True).stdout.strip()
-        return {"commit": commit, "src_dirty": bool(dirty)}
-    except OSError:
-        return {}
+    return limits
 
 
 # ---- report ----------------------------------------------------------------------------------
@@ -788,22 +647,11 @@ def main() -> int:
         print("bench/watch.py reads /proc: Linux only", file=sys.stderr)
         return 2
 
-    def on_term(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    raise_on_sigterm()
     bench = Bench(args)
-    failed: BaseException | None = None
-    try:
-        bench.main()
-    except BaseException as exc:  # noqa: BLE001 - clean up, keep what was measured, re-raise
-        failed = exc
-    finally:
-        bench.cleanup()
+    failed = run_guarded(bench)
     results = bench.results
-    results["command"] = " ".join(["python", "bench/watch.py", *sys.argv[1:]])
-    results["wall_s"] = time.monotonic() - T_BEGIN
-    results["loadavg_at_end"] = os.getloadavg()
+    record_end(results, " ".join(["python", "bench/watch.py", *sys.argv[1:]]))
     text = ""
     if failed is None:
         text = report(results, args)
@@ -814,10 +662,7 @@ def main() -> int:
             json.dump(results, f, indent=1)
         say(f"raw results: {args.json}")
     if failed is not None:
-        if isinstance(failed, BenchError):
-            print(f"bench/watch.py: {failed}", file=sys.stderr)
-            return 1
-        raise failed
+        return exit_status(failed, "bench/watch.py")
     print(text)
     return 0
 

@@ -1,0 +1,388 @@
+"""Helpers shared by the benchmark scripts of this folder (core.py, cluster.py,
+cluster_mode.py, logs.py, watch.py): messages, /proc readers, statistics, the installs
+of PM2 and corral into a temp folder, the cleanup of what a run started, machine facts.
+
+The scripts run as `python bench/<name>.py`, which puts this folder on sys.path, so they
+`import common`. Standard library only; Linux only (it reads /proc).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+T_BEGIN = time.monotonic()  # the script imports this module first thing: its start time
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def say(message: str) -> None:
+    print(f"[{time.monotonic() - T_BEGIN:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+# ---- /proc ---------------------------------------------------------------------------------
+
+def stat_fields(pid: int) -> list[bytes]:
+    """The fields of /proc/<pid>/stat after the command name (state first). OSError."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    return data[data.rfind(b")") + 2:].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the whole process (every thread), in clock ticks -> seconds."""
+    fields = stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def status_field(pid: int, key: str) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return line.split(":", 1)[1].strip()
+    raise BenchError(f"no {key} for pid {pid}")
+
+
+def rss_mib(pid: int) -> float:
+    """VmRSS from /proc/<pid>/status, in MiB."""
+    return int(status_field(pid, "VmRSS").split()[0]) / 1024
+
+
+def sched_cpu_seconds(pid: int) -> float:
+    """On-CPU time of the process's live threads, ns resolution (/proc/<pid>/task/*/schedstat)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    try:
+        return stat_fields(pid)[0] != b"Z"
+    except OSError:
+        return False
+
+
+# ---- statistics ----------------------------------------------------------------------------
+
+def summary(values: list[float]) -> dict[str, float | int]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}
+
+
+def fmt(s: dict[str, float | int], digits: int) -> str:
+    """`median (min-max)` of a summary()."""
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
+
+
+def fmt_values(values: list[float], digits: int = 0, *, collapse_equal: bool = False) -> str:
+    """`median (min-max)` of the values; the value alone when there is one (or, with
+    collapse_equal, when min == max)."""
+    s = summary(values)
+    if len(values) == 1 or (collapse_equal and s["min"] == s["max"]):
+        return f"{s['median']:.{digits}f}"
+    return fmt(s, digits)
+
+
+# ---- commands ------------------------------------------------------------------------------
+
+def run_cmd(argv: list[str], *, env: dict[str, str], timeout: float = 120,
+            cwd: str | None = None, check: bool = True,
+            tail: int = 2000) -> subprocess.CompletedProcess[str]:
+    """Run a command, output captured; BenchError (with the output's last `tail` characters)
+    if it fails and `check`."""
+    proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
+    if check and proc.returncode != 0:
+        raise BenchError(f"{' '.join(argv)} exited {proc.returncode}:\n"
+                         f"{proc.stdout[-tail:]}{proc.stderr[-tail:]}")
+    return proc
+
+
+class Runner(Protocol):
+    def __call__(self, argv: list[str], *,
+                 timeout: float) -> subprocess.CompletedProcess[str]: ...
+
+
+def bench_env(drop: Iterable[str], **values: str) -> dict[str, str]:
+    """This process's environment without the `drop` variables, with `values` set."""
+    env = dict(os.environ)
+    for name in drop:
+        env.pop(name, None)
+    env.update(values)
+    return env
+
+
+# ---- installs ------------------------------------------------------------------------------
+
+REPO_COPY_IGNORE = shutil.ignore_patterns(
+    ".git", "bench", "__pycache__", "*.egg-info", "build", "dist", ".venv",
+    ".mypy_cache", ".ruff_cache", ".pytest_cache", "node_modules")
+
+
+def install_pm2(run: Runner, prefix: str, spec: str) -> str:
+    """`npm install --prefix <prefix> pm2@<spec>`; returns the installed version."""
+    say(f"npm install pm2@{spec} ...")
+    run(["npm", "install", "--prefix", prefix, f"pm2@{spec}", "--no-audit", "--no-fund",
+         "--loglevel=error"], timeout=300)
+    with open(os.path.join(prefix, "node_modules", "pm2", "package.json")) as f:
+        return str(json.load(f)["version"])  # `pm2 --version` would spawn a daemon
+
+
+def install_corral(run: Runner, tmp: str, venv: str, packages: Sequence[str] = (), *,
+                   short_timeout: float = 120) -> str:
+    """A fresh venv with corral installed non-editable from a copy of this repository's
+    working tree (so uncommitted changes under src/ are included), plus `packages`, its
+    site-packages byte-compiled. Returns the site-packages folder."""
+    python = os.path.join(venv, "bin", "python")
+    src = os.path.join(tmp, "corral-src")
+    shutil.copytree(REPO, src, ignore=REPO_COPY_IGNORE)
+    run([sys.executable, "-m", "venv", venv], timeout=short_timeout)
+    run([python, "-m", "pip", "install", "--quiet", src, *packages], timeout=300)
+    site = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+               timeout=short_timeout).stdout.strip()
+    run([python, "-m", "compileall", "-q", site], timeout=300)
+    return site
+
+
+def venv_versions(run: Runner, venv: str, *modules: str) -> list[str]:
+    """[Python version, corral version, each module's __version__, corral's file], from the
+    venv's python; BenchError if corral is not imported from the venv."""
+    python = os.path.join(venv, "bin", "python")
+    names = ", ".join(f"{m}.__version__" for m in ("corral", *modules))
+    info = run([python, "-c", f"import {', '.join(['sys', 'corral', *modules])}; "
+                f"print(sys.version.split()[0], {names}, corral.__file__)"],
+               timeout=120).stdout.split()
+    if not info[-1].startswith(venv):
+        raise BenchError(f"corral imported from {info[-1]}, not from the venv")
+    return info
+
+
+class ManagerBench:
+    """The temp folder and the two CLIs of a bench that runs corral and PM2 side by side:
+    <tmp>/venv (corral) and <tmp>/pm2 (PM2 from npm)."""
+
+    def __init__(self, args: Any, prefix: str) -> None:
+        self.args = args
+        self.tmp = tempfile.mkdtemp(prefix=prefix)
+        self.venv = os.path.join(self.tmp, "venv")
+        self.python = os.path.join(self.venv, "bin", "python")
+        self.corral = os.path.join(self.venv, "bin", "corral")
+        self.pm2_prefix = os.path.join(self.tmp, "pm2")
+        self.pm2 = os.path.join(self.pm2_prefix, "node_modules", ".bin", "pm2")
+        self.daemon_pids: dict[str, int] = {}
+
+
+# ---- daemons and cleanup -------------------------------------------------------------------
+
+def record_daemon_pids(into: dict[str, int], corral_home: str, pm2_home: str,
+                       tmp: str) -> None:
+    """The daemons' pids from $CORRAL_HOME/corral.pid and $PM2_HOME/pm2.pid, into `into`
+    one by one (so a cleanup after a failure knows the ones read); BenchError if a pid is
+    not a live program of the temp folder."""
+    pid_files = {"corral": os.path.join(corral_home, "corral.pid"),
+                 "pm2": os.path.join(pm2_home, "pm2.pid")}
+    for manager, path in pid_files.items():
+        with open(path) as f:
+            pid = int(f.read().strip())
+        if not alive(pid) or tmp not in cmdline(pid):
+            raise BenchError(f"{manager} daemon pid {pid} from {path} is not ours: "
+                             f"{cmdline(pid)!r}")
+        into[manager] = pid
+
+
+def kill_managers(exes: Iterable[str], env: dict[str, str], cwd: str | None = None) -> None:
+    """`<exe> kill` for each CLI that was installed; a failure is reported, not raised."""
+    for argv in ([exe, "kill"] for exe in exes):
+        if os.path.exists(argv[0]):
+            try:
+                subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=60, cwd=cwd)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                say(f"  {argv[1:]} failed: {exc}")
+
+
+def stamped_pids(stamps: str) -> set[int]:
+    """The pids named by the files of <stamps>/<manager>/<app>/ (one file per start)."""
+    pids: set[int] = set()
+    if os.path.isdir(stamps):
+        for manager in os.listdir(stamps):
+            for name in os.listdir(os.path.join(stamps, manager)):
+                for entry in os.listdir(os.path.join(stamps, manager, name)):
+                    if entry.isdigit():
+                        pids.add(int(entry))
+    return pids
+
+
+def kill_leftovers(pids: Iterable[int], tmp: str) -> list[int]:
+    """Wait up to 5 s for the pids that still run a program of `tmp` to end, then SIGKILL
+    those left (and only those). Returns them."""
+    pids = set(pids)
+    deadline = time.monotonic() + 5
+    while any(alive(p) and tmp in cmdline(p) for p in pids):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    left = [p for p in sorted(pids) if alive(p) and tmp in cmdline(p)]
+    for pid in left:
+        say(f"  leftover pid {pid} ({cmdline(pid)[:80]}): SIGKILL")
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
+def remove_tmp(tmp: str, keep: bool) -> None:
+    if keep:
+        say(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---- a shared machine ----------------------------------------------------------------------
+
+def wait_quiet(system_cpu: Callable[[], Sequence[int]], limit: float,
+               max_wait: float) -> dict[str, float]:
+    """Wait (up to max_wait s) until the machine's busy CPU over 0.3 s, the first value of
+    system_cpu() in ticks, is at most `limit` % of one core."""
+    t0 = time.monotonic()
+    told = False
+    while True:
+        b0 = system_cpu()
+        time.sleep(0.3)
+        b1 = system_cpu()
+        busy = 100.0 * (b1[0] - b0[0]) / CLK_TCK / 0.3
+        waited = time.monotonic() - t0
+        if busy <= limit or waited > max_wait:
+            if told or busy > limit:
+                say(f"  machine busy at {busy:.0f} % of a core; waited {waited:.0f} s")
+            return {"busy_pct_before": busy, "waited_s": waited}
+        if not told:
+            say(f"  machine busy at {busy:.0f} % of a core (not us): waiting for quiet")
+            told = True
+
+
+# ---- machine info --------------------------------------------------------------------------
+
+def machine_info(*, os_name: str | None = None,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """CPU, memory, kernel, OS (platform.platform() unless os_name), `extra`, load average."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gib = 0.0
+    try:
+        with open("/proc/meminfo") as f:
+            mem_gib = int(f.readline().split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": model, "mem_gib": round(mem_gib, 1),
+            "kernel": platform.release(),
+            "os": platform.platform() if os_name is None else os_name,
+            **(extra or {}), "loadavg_at_start": os.getloadavg()}
+
+
+def git_info(paths: Sequence[str] = ("src", "pyproject.toml"), *, short: bool = False,
+             with_files: bool = False) -> dict[str, Any]:
+    """HEAD's commit (abbreviated if short) and whether `paths` have uncommitted changes
+    (and, with_files, the changed files)."""
+    try:
+        commit = subprocess.run(["git", "-C", REPO, "rev-parse", *(["--short"] if short else []),
+                                 "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", *paths],
+                               capture_output=True, text=True).stdout
+        info: dict[str, Any] = {"commit": commit, "src_dirty": bool(dirty.strip())}
+        if with_files:
+            info["dirty_files"] = dirty.split()[1::2]
+        return info
+    except OSError:
+        return {}
+
+
+# ---- running a bench -----------------------------------------------------------------------
+
+class Runnable(Protocol):
+    def main(self) -> object: ...
+
+    def cleanup(self) -> None: ...
+
+
+def raise_on_sigterm() -> None:
+    """SIGTERM raises KeyboardInterrupt, so a terminated run still cleans up."""
+    def on_term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def run_guarded(bench: Runnable) -> BaseException | None:
+    """bench.main(), then bench.cleanup() whatever happened; returns what main() raised."""
+    failed: BaseException | None = None
+    try:
+        bench.main()
+    except BaseException as exc:  # noqa: BLE001 - clean up, keep what was measured, re-raise
+        failed = exc
+    finally:
+        bench.cleanup()
+    return failed
+
+
+def record_end(results: dict[str, Any], command: str) -> None:
+    results["command"] = command
+    results["wall_s"] = time.monotonic() - T_BEGIN
+    results["loadavg_at_end"] = os.getloadavg()
+
+
+def exit_status(failed: BaseException, script: str) -> int:
+    """1 after printing a BenchError (a failed command, a check that did not hold); any other
+    exception is raised again."""
+    if isinstance(failed, BenchError):
+        print(f"{script}: {failed}", file=sys.stderr)
+        return 1
+    raise failed
+
+
+def write_json(folder: str, name: str, results: dict[str, Any]) -> str:
+    """Every raw sample to <folder>/<name>-<timestamp>.json; returns the path."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{name}-{stamp}.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    say(f"raw results: {os.path.relpath(path)}")
+    return path
