@@ -151,7 +151,12 @@ def test_metrics_endpoint_parses_and_matches_jlist(corral: Corral) -> None:
     assert {p["pm_id"] for p in as_json["processes"]} == {0, 1}
     remote = corral.run("metrics", "--port", "0", "--host", "0.0.0.0", check=False)
     assert remote.returncode == 1 and "--allow-remote" in remote.stderr
+    # the next daemon (corral update, or after a crash) serves on the same address
+    corral.run("update")
+    assert corral.run("metrics").stdout.strip() == url
+    assert "corral_apps" in urllib.request.urlopen(url, timeout=10).read().decode()
     corral.run("metrics", "--stop")
+    corral.run("update")
     assert "not served" in corral.run("metrics").stdout
 
 

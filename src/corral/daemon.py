@@ -49,6 +49,7 @@ class Daemon:
         self.shutdown = asyncio.Event()
         self.server: asyncio.AbstractServer | None = None
         self.updating = False  # `corral update`: exit once the reply is sent
+        self.saved_metrics: Any = None  # the metrics endpoint the last daemon served
         self.started_at = time.time()
         self.followers: list[Follower] = []
         from corral.metricsserver import MetricsServer
@@ -72,6 +73,7 @@ class Daemon:
             "corral": __version__,
             "next_id": self.supervisor.next_id,
             "instances": records,
+            "metrics": self.metrics_server.settings,
         }
         tmp = f"{self.home.state_file}.tmp"
         try:
@@ -96,6 +98,7 @@ class Daemon:
                       exc, broken)
             os.replace(self.home.state_file, broken)
             return [], 0
+        self.saved_metrics = state.get("metrics")
         records = []
         for data in state.get("instances", []):
             try:
@@ -134,11 +137,15 @@ class Daemon:
         loop.add_signal_handler(signal.SIGUSR1, lambda: None)
         loop.add_signal_handler(signal.SIGUSR2, self.reopen_logs)
         metrics_port = os.environ.get("CORRAL_METRICS_PORT")
-        if metrics_port and metrics_port.isdigit():
-            try:
+        saved = self.saved_metrics if isinstance(self.saved_metrics, dict) else None
+        try:
+            if metrics_port and metrics_port.isdigit():
                 await self.metrics_server.start("127.0.0.1", int(metrics_port), False)
-            except CorralError as exc:
-                log.error("%s", exc.message)
+            elif saved:  # `corral metrics --port` of a previous daemon (update, crash)
+                await self.metrics_server.start(str(saved["host"]), int(saved["port"]),
+                                                bool(saved.get("allow_remote")))
+        except (CorralError, KeyError, ValueError) as exc:
+            log.error("metrics: %s", getattr(exc, "message", exc))
         log.info("daemon %s ready (pid %d, home %s, %d apps)", __version__, os.getpid(),
                  self.home.root, len(self.supervisor.instances))
         if ready_fd is not None:
@@ -720,6 +727,7 @@ class Daemon:
         elif port is not None:
             await self.metrics_server.start(host, port, allow_remote)
         address = self.metrics_server.address
+        self.schedule_save()  # the next daemon serves it too
         return {"url": f"http://{address[0]}:{address[1]}/metrics" if address else None}
 
     async def rpc_save(self, force: bool = False) -> dict[str, Any]:

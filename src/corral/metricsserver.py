@@ -98,6 +98,15 @@ class MetricsServer:
         self.collect = collect
         self.server: asyncio.AbstractServer | None = None
         self.address: tuple[str, int] | None = None
+        self.allow_remote = False
+
+    @property
+    def settings(self) -> dict[str, Any] | None:
+        """What to persist, so that the next daemon serves on the same address."""
+        if self.address is None:
+            return None
+        return {"host": self.address[0], "port": self.address[1],
+                "allow_remote": self.allow_remote}
 
     async def start(self, host: str, port: int, allow_remote: bool) -> tuple[str, int]:
         if not is_loopback(host) and not allow_remote:
@@ -110,6 +119,7 @@ class MetricsServer:
             raise CorralError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
         sock = self.server.sockets[0]
         self.address = (host, sock.getsockname()[1])
+        self.allow_remote = allow_remote
         return self.address
 
     async def stop(self) -> None:
