@@ -1,5 +1,5 @@
 """Helpers shared by the benchmark scripts of this folder (core.py, cluster.py,
-cluster_mode.py, logs.py, watch.py): messages, /proc readers, statistics, the installs
+cluster_mode.py, worker_kill.py, logs.py, watch.py): messages, /proc readers, statistics, the installs
 of PM2 and corral into a temp folder, the cleanup of what a run started, machine facts.
 
 The scripts run as `python bench/<name>.py`, which puts this folder on sys.path, so they
