@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import Corral, wait_for
+from conftest import Corral, free_port, wait_for
 
 RECORDER = """
 import json, os, sys, time
@@ -335,3 +336,90 @@ def test_init_writes_templates_that_load(corral: Corral) -> None:
         shown = corral.run("describe", "web", "--env").stdout
         assert "APP_ENV=production" in shown
         corral.run("delete", "web")
+
+
+DB = """
+import socket, time
+time.sleep(1.0)  # slow to come up: an app started at once next to it would find nothing
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", PORT))
+s.listen(16)
+while True:
+    s.accept()[0].close()
+"""
+
+CLIENT = """
+import socket, sys, time
+try:
+    socket.create_connection(("127.0.0.1", PORT), timeout=2).close()
+    seen = "up"
+except OSError:
+    seen = "down"
+open(sys.argv[1], "a").write(f"{seen}\\n")
+while True:
+    time.sleep(1)
+"""
+
+
+def test_depends_on_orders_start_and_stop(corral: Corral) -> None:
+    port = free_port()
+    corral.script("db.py", DB.replace("PORT", str(port)))
+    corral.script("web.py", CLIENT.replace("PORT", str(port)))
+    corral.script("worker.py", "import time\nwhile True:\n    time.sleep(1)\n")
+    seen = corral.tmp / "web-saw"
+    config = corral.tmp / "ecosystem.config.yaml"
+    config.write_text(f"""
+apps:
+  - name: worker
+    script: worker.py
+    depends_on: web
+  - name: web
+    script: web.py
+    args: [{seen}]
+    depends_on: [db]
+  - name: db
+    script: db.py
+    health_check: {{tcp: {port}, interval: 200ms, timeout: 1s, retries: 2, start_period: 2s}}
+""")
+    corral.run("start", str(config))
+    assert seen.read_text() == "up\n"  # web started once db answered
+    rows = {r["name"]: r for r in corral.jlist()}
+    assert rows["db"]["pm2_env"]["created_at"] < rows["web"]["pm2_env"]["created_at"] \
+        < rows["worker"]["pm2_env"]["created_at"]
+    corral.run("stop", str(config))
+    log = (corral.home / "corral.log").read_text()
+    stopped = [name for name in re.findall(r"INFO corral\.supervisor: (\w+) \(id \d+\): "
+                                           r"stopping -> stopped", log)]
+    assert stopped == ["worker", "web", "db"]  # dependents first
+
+
+def test_depends_on_errors(corral: Corral) -> None:
+    corral.script("a.py", "import time\nwhile True:\n    time.sleep(1)\n")
+    corral.script("never.py", "import time\nwhile True:\n    time.sleep(1)\n")
+    config = corral.tmp / "ecosystem.config.json"
+    config.write_text(json.dumps({"apps": [
+        {"name": "api", "script": "a.py", "depends_on": ["databse"]},
+        {"name": "database", "script": "a.py"}]}))
+    typo = corral.run("start", str(config), check=False)
+    assert typo.returncode == 1
+    assert "depends_on 'databse': no app of that name" in typo.stderr
+    assert "did you mean 'database'?" in typo.stderr
+    config.write_text(json.dumps({"apps": [
+        {"name": "a", "script": "a.py", "depends_on": "b"},
+        {"name": "b", "script": "a.py", "depends_on": "c"},
+        {"name": "c", "script": "a.py", "depends_on": "a"}]}))
+    cycle = corral.run("start", str(config), check=False)
+    assert cycle.returncode == 1 and "depends_on makes a cycle: a -> b -> c -> a" in cycle.stderr
+    assert corral.jlist() == []  # nothing was started
+    port = free_port()  # nothing listens there
+    config.write_text(json.dumps({"apps": [
+        {"name": "front", "script": "a.py", "depends_on": ["back"]},
+        {"name": "back", "script": "never.py",
+         "health_check": {"tcp": port, "interval": "200ms", "timeout": "200ms",
+                          "retries": 1}}]}))
+    sick = corral.run("start", str(config), check=False)
+    assert sick.returncode == 1
+    assert "back: not healthy within" in sick.stderr
+    assert "not started, as they depend on it: front" in sick.stderr
+    assert [r["name"] for r in corral.jlist()] == ["back"]

@@ -286,9 +286,76 @@ class API:
     def apply(self, specs: Sequence[AppSpec], mode: str, parallel: int = 1) -> dict[str, Any]:
         """Apps from a file: start the new ones; restart (mode "restart"), reload one by one
         (mode "reload") or start if stopped (mode "start") the registered ones, with the
-        file's settings and environment."""
-        result: dict[str, Any] = self.client.call(
-            "apply", apps=[s.to_dict() for s in specs], mode=mode, parallel=parallel)
+        file's settings and environment.
+
+        With depends_on, the apps go in waves: an app is applied only once the apps it
+        depends on are online (cluster: listening) and, if they have a health check,
+        healthy; stop/delete go the other way (see act_in_order)."""
+        from corral.ecosystem import waves
+
+        merged: dict[str, Any] = {}
+        order = waves(list(specs))
+        for number, wave in enumerate(order):
+            result: dict[str, Any] = self.client.call(
+                "apply", apps=[s.to_dict() for s in wave], mode=mode, parallel=parallel)
+            for key, value in result.items():
+                if isinstance(value, list) and key != "list":
+                    merged.setdefault(key, []).extend(value)
+                else:
+                    merged[key] = value
+            if result.get("failures"):
+                break  # a reload that failed: the apps that wait for it are left alone
+            if number < len(order) - 1:
+                self._wait_usable(wave, [s.name for w in order[number + 1:] for s in w])
+        return merged
+
+    def _wait_usable(self, wave: Sequence[AppSpec], waiting: Sequence[str]) -> None:
+        """Until every app of `wave` that others depend on runs (and is healthy, if it has
+        a health check); a CorralError names what did not come up and who waits for it."""
+        import time
+
+        from corral.health import HealthCheck
+
+        deadline = 0.0
+        for spec in wave:
+            if spec.health_check:
+                check = HealthCheck.from_dict(spec.health_check)
+                deadline = max(deadline, (check.start_period_ms + check.interval_ms
+                                          * (check.retries + 1) + check.timeout_ms
+                                          * check.retries) / 1000 + 5)
+        names = {s.name for s in wave}
+        checked = {s.name for s in wave if s.health_check}
+        end = time.monotonic() + deadline
+        while True:
+            rows = [r for r in self.list() if r["spec"]["name"] in names]
+            bad = [r for r in rows if r["status"] in ("errored", "stopped")
+                   and r["spec"]["autostart"]]
+            if bad:
+                row = bad[0]
+                why = row.get("reason") or "see its error log"
+                raise CorralError(f"{row['spec']['name']} is {row['status']} ({why}); not "
+                                  f"started, as they depend on it: {', '.join(waiting)}")
+            unhealthy = sorted({r["spec"]["name"] for r in rows if r["spec"]["name"] in checked
+                                and r.get("health") != "healthy"})
+            if not unhealthy:
+                return
+            if time.monotonic() > end:
+                raise CorralError(
+                    f"{', '.join(unhealthy)}: not healthy within {deadline:.0f} s (its "
+                    f"health_check); not started, as they depend on it: {', '.join(waiting)}")
+            time.sleep(0.2)
+
+    def act_in_order(self, action: str, specs: Sequence[AppSpec],
+                     present: Iterable[str]) -> dict[str, Any]:
+        """stop / delete / reset the registered apps of a file, dependents first."""
+        from corral.ecosystem import waves
+
+        chosen = set(present)
+        result: dict[str, Any] = {}
+        for wave in reversed(waves(list(specs))):
+            names = [s.name for s in wave if s.name in chosen]
+            if names:
+                result = self.act(action, names)
         return result
 
     def restart_update_env(self, names: Iterable[str | int],

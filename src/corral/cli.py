@@ -584,7 +584,7 @@ def act_on_file(api: Any, action: str, path: str, args: argparse.Namespace) -> A
     if not present:
         raise CorralError(f"{path}: none of its apps ({', '.join(names)}) is registered; "
                           f"`corral start {path}` starts them")
-    return api.act(action, present)
+    return api.act_in_order(action, loaded.specs, present)
 
 
 def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:

@@ -256,14 +256,84 @@ def load(api: API, path: str, env_name: str | None = None, only: list[str] | Non
         if missing:
             raise EcosystemError(f"{path}: --only {', '.join(missing)}: no such app in the file "
                                  f"(it has {', '.join(sorted(names))})")
+    final = {str(o.get("name") or ""): _final_name(o, env_name) for _, _, o in normalized}
+    _check_dependencies(path, [(app_label(a, i), o) for i, a, o in normalized], final)
     base = dict(os.environ if base_env is None else base_env)
     for index, app, options in normalized:
         if only and options.get("name") not in only:
             continue
-        loaded.specs.append(_build(api, path, folder, index, app, options, env_name, base))
+        spec = _build(api, path, folder, index, app, options, env_name, base)
+        spec.depends_on = [final[d] for d in options.get("depends_on", [])]
+        loaded.specs.append(spec)
     loaded.warnings.extend(f"{path}: {note}" for note in api.notes)
     api.notes.clear()
     return loaded
+
+
+def _final_name(options: dict[str, Any], env_name: str | None) -> str:
+    """An app's registered name: its name with name_prefix / append_env_to_name applied
+    (as _build does)."""
+    name = str(options.get("name") or "")
+    if name and options.get("name_prefix"):
+        name = f"{options['name_prefix']}:{name}"
+    if name and options.get("append_env_to_name") and env_name:
+        name = f"{name}-{env_name}"
+    return name
+
+
+def _check_dependencies(path: str, apps: list[tuple[str, dict[str, Any]]],
+                        final: dict[str, str]) -> None:
+    """depends_on names apps of the same file, and the dependencies have no cycle."""
+    import difflib
+
+    graph: dict[str, list[str]] = {}
+    for label, options in apps:
+        name = str(options.get("name") or "")
+        for dep in options.get("depends_on", []):
+            if dep not in final or not dep:
+                close = difflib.get_close_matches(dep, [n for n in final if n], 1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                named = ", ".join(sorted(n for n in final if n)) or "no named app"
+                raise EcosystemError(f"{path}: {label}: depends_on {dep!r}: no app of that name "
+                                     f"in this file (it has {named}){hint}")
+            if dep == name:
+                raise EcosystemError(f"{path}: {label}: depends_on names the app itself")
+        graph[name] = list(options.get("depends_on", []))
+    state: dict[str, int] = {}  # 1: being visited, 2: done
+
+    def visit(node: str, trail: list[str]) -> None:
+        if state.get(node) == 2:
+            return
+        if state.get(node) == 1:
+            cycle = trail[trail.index(node):] + [node]
+            raise EcosystemError(f"{path}: depends_on makes a cycle: {' -> '.join(cycle)}; "
+                                 "an app cannot wait for itself")
+        state[node] = 1
+        for dep in graph.get(node, []):
+            visit(dep, trail + [node])
+        state[node] = 2
+
+    for node in graph:
+        visit(node, [])
+
+
+def waves(specs: list[AppSpec]) -> list[list[AppSpec]]:
+    """The apps in start order: each wave depends only on earlier waves (or on apps not in
+    `specs`, which this command does not start). One wave when nothing depends on anything."""
+    left = {s.name: s for s in specs}
+    names = set(left)
+    done: set[str] = set()
+    order = []
+    while left:
+        ready = [s for s in left.values()
+                 if all(d in done or d not in names for d in s.depends_on)]
+        if not ready:  # a cycle (checked at load; a guard for specs built by hand)
+            ready = list(left.values())
+        order.append(ready)
+        for s in ready:
+            done.add(s.name)
+            del left[s.name]
+    return order
 
 
 def _build(api: API, path: str, folder: str, index: int, app: dict[str, Any],

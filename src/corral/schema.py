@@ -303,6 +303,7 @@ KEYS: dict[str, Key] = {
     "shutdown_with_message": Key("shutdown_with_message", to_bool),
     "cluster_policy": Key("cluster_policy", to_policy, ("instance_policy",)),
     "health_check": Key("health_check", to_health),
+    "depends_on": Key("depends_on", to_str_list),
 }
 
 ALIASES = {alias: key for key, spec in KEYS.items() for alias in spec.aliases}

@@ -56,6 +56,7 @@ class AppSpec:
     env_overrides: dict[str, str] = field(default_factory=dict)
     cluster_policy: str | None = None  # shared | rr | reuseport (None: corral's default)
     health_check: dict[str, Any] | None = None  # corral.health.HealthCheck fields
+    depends_on: list[str] = field(default_factory=list)  # apps of its file to start first
     # read from ecosystem files now; acted on by the watch, logs and cluster features
     watch: bool | list[str] = False
     ignore_watch: list[str] = field(default_factory=list)
