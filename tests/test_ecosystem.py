@@ -384,6 +384,7 @@ apps:
 """)
     corral.run("start", str(config))
     assert seen.read_text() == "up\n"  # web started once db answered
+    assert re.search(r"depends on\s+db\n", corral.run("describe", "web").stdout)
     rows = {r["name"]: r for r in corral.jlist()}
     assert rows["db"]["pm2_env"]["created_at"] < rows["web"]["pm2_env"]["created_at"] \
         < rows["worker"]["pm2_env"]["created_at"]

@@ -161,6 +161,7 @@ def describe(row: dict[str, Any], show_env: bool) -> str:
         *([("health", row.get("health") or "not checked yet")]
           if spec.get("health_check") else []),
         *([("last error", row["last_error"])] if row.get("last_error") else []),
+        *([("depends on", ", ".join(spec["depends_on"]))] if spec.get("depends_on") else []),
         ("created at", _iso(row["created_at"])),
         ("adopted", row.get("adopted", False)),
     ]
