@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from corral.errors import CorralError
-from corral.paths import Home, home_from_env
+from corral.paths import Home, home_from_env, write_json_atomically
 
 if TYPE_CHECKING:
     from corral.spec import AppSpec
@@ -310,8 +310,8 @@ class API:
         return merged
 
     def _wait_usable(self, wave: Sequence[AppSpec], waiting: Sequence[str]) -> None:
-        """Until every app of `wave` that others depend on runs (and is healthy, if it has
-        a health check); a CorralError names what did not come up and who waits for it."""
+        """Until every app of `wave` runs (and is healthy, if it has a health check); a
+        CorralError names what did not come up and the apps of the later waves."""
         import time
 
         from corral.health import HealthCheck
@@ -453,11 +453,7 @@ class API:
                 state = json.load(f)
             if state.get("instances"):
                 state["instances"] = []
-                tmp = f"{self.home.state_file}.tmp"
-                with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
-                          "w") as f:
-                    json.dump(state, f)
-                os.replace(tmp, self.home.state_file)
+                write_json_atomically(self.home.state_file, state, separators=(",", ":"))
         except (OSError, ValueError):
             pass
         finally:

@@ -25,7 +25,7 @@ from typing import Any
 from corral import __version__
 from corral.errors import CorralError
 from corral.metrics import TreeMetrics
-from corral.paths import Home, home_from_env
+from corral.paths import Home, home_from_env, write_json_atomically
 from corral.protocol import HEADER, MAX_FRAME, encode
 from corral.spec import AppSpec, InstanceRecord
 from corral.supervisor import ONLINE, RUNNING, WAITING, Instance, Supervisor
@@ -75,14 +75,8 @@ class Daemon:
             "instances": records,
             "metrics": self.metrics_server.settings,
         }
-        tmp = f"{self.home.state_file}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(state, f, separators=(",", ":"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.home.state_file)
+            write_json_atomically(self.home.state_file, state, separators=(",", ":"))
         except OSError as exc:
             log.error("cannot persist the process list to %s: %s", self.home.state_file, exc)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from corral import __version__
 from corral.errors import CorralError
-from corral.paths import Home
+from corral.paths import Home, write_json_atomically
 from corral.spec import AppSpec, InstanceRecord
 
 DUMP_VERSION = 1
@@ -54,17 +54,8 @@ def write(home: Home, data: dict[str, Any], force: bool = False) -> str:
         raise CorralError("nothing to save: no app is registered, and saving would make "
                           "`corral resurrect` start nothing; `corral save --force` saves the "
                           "empty list anyway")
-    tmp = f"{path}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        if os.path.exists(path):
-            os.replace(path, f"{path}.bak")
-        os.replace(tmp, path)
+        write_json_atomically(path, data, backup=f"{path}.bak", indent=1)
     except OSError as exc:
         raise CorralError(f"cannot write {exc.filename or path}: {exc.strerror or exc}; "
                           "check that CORRAL_HOME is writable") from None
@@ -95,22 +86,22 @@ def read(home: Home) -> tuple[dict[str, Any], str, list[str]]:
     """The saved list, from dump.json or else dump.json.bak: (data, file used, warnings).
     A broken dump is left in place (renamed aside would hide it); the error names it."""
     path = dump_path(home)
-    notes: list[str] = []
-    problems = []
+    problems: list[tuple[str, Exception]] = []
     for candidate in (path, f"{path}.bak"):
         try:
             data = _parse(candidate)
         except FileNotFoundError:
             continue
         except (OSError, ValueError, UnicodeDecodeError) as exc:
-            problems.append(f"{candidate}: {exc}")
-            notes.append(f"{candidate} is unusable ({exc})")
+            problems.append((candidate, exc))
             continue
+        notes = [f"{name} is unusable ({exc})" for name, exc in problems]
         if candidate != path:
             notes.append(f"using the previous save, {candidate}")
         return data, candidate, notes
     if problems:
-        raise CorralError("no usable saved list: " + "; ".join(problems)
+        raise CorralError("no usable saved list: "
+                          + "; ".join(f"{name}: {exc}" for name, exc in problems)
                           + "; fix or delete the file, then `corral save` again")
     raise CorralError(f"nothing saved in {home.root}: `corral save` writes the list of "
                       "running apps that `corral resurrect` brings back")

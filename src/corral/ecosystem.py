@@ -321,17 +321,14 @@ def waves(specs: list[AppSpec]) -> list[list[AppSpec]]:
     """The apps in start order: each wave depends only on earlier waves (or on apps not in
     `specs`, which this command does not start). One wave when nothing depends on anything."""
     left = {s.name: s for s in specs}
-    names = set(left)
-    done: set[str] = set()
     order = []
     while left:
-        ready = [s for s in left.values()
-                 if all(d in done or d not in names for d in s.depends_on)]
+        # a dependency no longer in `left` was placed in an earlier wave, or is not started
+        ready = [s for s in left.values() if not any(d in left for d in s.depends_on)]
         if not ready:  # a cycle (checked at load; a guard for specs built by hand)
             ready = list(left.values())
         order.append(ready)
         for s in ready:
-            done.add(s.name)
             del left[s.name]
     return order
 

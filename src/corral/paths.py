@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 from corral.errors import CorralError
 
@@ -47,3 +49,20 @@ def home_from_env(environ: dict[str, str] | None = None) -> Home:
     env = os.environ if environ is None else environ
     root = env.get("CORRAL_HOME") or os.path.join(os.path.expanduser("~"), ".corral")
     return Home(os.path.abspath(os.path.expanduser(root)))
+
+
+def write_json_atomically(path: str, data: Any, backup: str | None = None,
+                          **dump_options: Any) -> None:
+    """Write data as JSON so that a reader finds the old file or the new one, never a part
+    of it: a temp file (0600), fsync, rename. backup: where the old file goes first.
+    OSError is the caller's to report."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, **dump_options)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    if backup is not None and os.path.exists(path):
+        os.replace(path, backup)
+    os.replace(tmp, path)

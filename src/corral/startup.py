@@ -84,12 +84,18 @@ def _systemctl(*args: str) -> str:
     return done.stdout
 
 
+def _user_and_unit(user: str | None, service_name: str | None) -> tuple[str, str]:
+    """-u (default: you) and the unit's name (default corral-USER)."""
+    user = user or pwd.getpwuid(os.getuid()).pw_name
+    return user, service_name or f"corral-{user}"
+
+
 def install(platform: str | None, user: str | None, home_dir: str | None,
             service_name: str | None, unit_dir: str | None, print_only: bool,
             corral_home: str) -> tuple[str, list[str]]:
     """Write (and enable) the unit; returns (what to print, notes)."""
     detect(platform)
-    user = user or pwd.getpwuid(os.getuid()).pw_name
+    user, name = _user_and_unit(user, service_name)
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
@@ -97,7 +103,6 @@ def install(platform: str | None, user: str | None, home_dir: str | None,
     if "CORRAL_HOME" not in os.environ and (home_dir or entry.pw_uid != os.getuid()):
         # --hp, or the other user's own home (`sudo corral startup -u alice`)
         corral_home = os.path.join(os.path.abspath(home_dir or entry.pw_dir), ".corral")
-    name = service_name or f"corral-{user}"
     text = unit_text(user, corral_home, sys.executable, os.environ.get("PATH", "/usr/bin:/bin"))
     if print_only:
         return text, []
@@ -134,8 +139,7 @@ def install(platform: str | None, user: str | None, home_dir: str | None,
 def uninstall(platform: str | None, user: str | None, service_name: str | None,
               unit_dir: str | None) -> str:
     detect(platform)
-    user = user or pwd.getpwuid(os.getuid()).pw_name
-    name = service_name or f"corral-{user}"
+    _, name = _user_and_unit(user, service_name)
     path = os.path.join(unit_dir or SYSTEM_UNIT_DIR, f"{name}.service")
     if not os.path.exists(path):
         raise CorralError(f"no boot unit at {path}: nothing to remove (-u and --service-name "
