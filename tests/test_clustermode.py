@@ -168,8 +168,8 @@ def test_sigkill_daemon_under_load_shared(corral: Corral) -> None:
 
 
 def _attached(corral: Corral) -> bool:
-    from corral.client import Client
-    from corral.paths import Home
+    from corral.client.connection import Client
+    from corral.store.home import Home
 
     client = Client(Home(str(corral.home)), start=False)
     try:

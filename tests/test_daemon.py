@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from corral.protocol import HEADER, encode, read_frame
+from corral.model.wire import HEADER, encode, read_frame
 
 from conftest import Corral, alive, pids_running, wait_for
 
@@ -150,7 +150,7 @@ def _connect_as(uid: int, path: Path) -> str:
     code = f"""
 import os, socket, sys
 sys.path[:0] = {sys.path!r}
-from corral.protocol import encode, read_frame
+from corral.model.wire import encode, read_frame
 os.setgid({uid}); os.setuid({uid})
 s = socket.socket(socket.AF_UNIX)
 try:

@@ -9,10 +9,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corral.api import API
-from corral.ecosystem import load
-from corral.errors import CorralError
-from corral.schema import ALIASES, KEYS
+from corral.client.api import API
+from corral.config.ecosystem import load
+from corral.config.schema import ALIASES, KEYS
+from corral.model.errors import CorralError
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
                     st.floats(allow_nan=True), st.text(max_size=12),

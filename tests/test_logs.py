@@ -203,8 +203,8 @@ def test_log_disk_errors_are_reported_and_the_app_runs_on(corral: Corral) -> Non
 
 
 def test_slow_follower_does_not_cost_the_files(corral: Corral) -> None:
-    from corral.client import Client
-    from corral.paths import Home
+    from corral.client.connection import Client
+    from corral.store.home import Home
 
     app = corral.script("flood.py", BURST)
     corral.run("start", str(app), "-n", "flood", "--no-autorestart", "--", "300000")

@@ -1,6 +1,6 @@
 """corral: a process manager for Python in the spirit of PM2."""
 
-__version__ = "0.1.0"
+from corral.model.version import __version__
 
 __all__ = ["__version__", "API", "ready"]
 
@@ -23,7 +23,7 @@ def __getattr__(name: str) -> object:
     # The programmatic API is imported on first use so that `import corral`
     # (done by every CLI call) stays cheap.
     if name == "API":
-        from corral.api import API
+        from corral.client.api import API
 
         return API
     raise AttributeError(name)

@@ -1,5 +1,5 @@
 """`python -m corral` is the `corral` command."""
 
-from corral.cli import main
+from corral.client.cli import main
 
 raise SystemExit(main())

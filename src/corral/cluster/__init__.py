@@ -10,10 +10,12 @@
         serve_forever_on_port_3000()   # an unmodified server: its bind reaches the primary
 
 A process is a worker when the primary started it (CORRAL_CLUSTER_WORKER_ID is
-set); importing this module there connects it to the primary and installs the
-hook on socket.socket.bind. `scheduling_policy` is "rr", "shared" or
-"reuseport" (default from CORRAL_CLUSTER_SCHED_POLICY, else "shared"), fixed
-at the first fork.
+set); its bootstrap (`python -m corral.cluster.bootstrap`) connects it to the
+primary and installs the hook on socket.socket.bind before the app runs.
+Importing this module does nothing else: no file descriptor, no thread, no
+error whatever the environment; the primary is built on first use.
+`scheduling_policy` is "rr", "shared" or "reuseport" (default from
+CORRAL_CLUSTER_SCHED_POLICY, else "shared"), fixed at the first fork.
 """
 
 from __future__ import annotations
@@ -36,27 +38,32 @@ SCHED_RR = "rr"
 SCHED_SHARED = "shared"
 SCHED_REUSEPORT = "reuseport"
 
-is_worker: bool = ENV_WORKER_ID in os.environ
-is_primary: bool = not is_worker
+_primary: Primary | None = None
 
-primary: Primary | None = None
-worker: Any = None  # cluster.worker inside a worker (corral.cluster.child.WorkerSide)
 
-if is_worker:
-    from corral.cluster import child as _child
+def _is_worker() -> bool:
+    from corral.cluster import child
 
-    worker = _child.setup()
-    workers: dict[int, Worker] = {}
-else:
-    primary = Primary()
-    workers = primary.workers
+    return child.WORKER is not None or ENV_WORKER_ID in os.environ
+
+
+def _worker() -> Any:
+    """cluster.worker inside a worker (connected on first use if the bootstrap did not)."""
+    if not _is_worker():
+        return None
+    from corral.cluster import child
+
+    return child.setup()
 
 
 def _need_primary(what: str) -> Primary:
-    if primary is None:
+    if _is_worker():
         raise ClusterError(f"cluster.{what}() is for the primary; this process is worker "
-                           f"{worker.id if worker else '?'}")
-    return primary
+                           f"{_worker().id}")
+    global _primary
+    if _primary is None:
+        _primary = Primary()
+    return _primary
 
 
 def fork(env: dict[str, str] | None = None) -> Worker:
@@ -94,17 +101,38 @@ def wait_for(event: str, predicate: Callable[..., bool] | None = None,
 
 
 def _emitter() -> Any:
-    return primary if primary is not None else worker
+    return _worker() if _is_worker() else _need_primary("on")
 
 
 class _ClusterModule(types.ModuleType):
-    """Makes `cluster.scheduling_policy` and `cluster.settings` live attributes."""
+    """Live attributes: is_primary, is_worker, primary, worker, workers, scheduling_policy,
+    settings."""
+
+    @property
+    def is_worker(self) -> bool:
+        return _is_worker()
+
+    @property
+    def is_primary(self) -> bool:
+        return not _is_worker()
+
+    @property
+    def primary(self) -> Primary | None:
+        return None if _is_worker() else _need_primary("primary")
+
+    @property
+    def worker(self) -> Any:
+        return _worker()
+
+    @property
+    def workers(self) -> dict[int, Worker]:
+        return {} if _is_worker() else _need_primary("workers").workers
 
     @property
     def scheduling_policy(self) -> str:
-        if primary is not None:
-            return primary.scheduling_policy
-        return os.environ.get("CORRAL_CLUSTER_SCHED_POLICY", SCHED_SHARED)
+        if _is_worker():
+            return os.environ.get("CORRAL_CLUSTER_SCHED_POLICY", SCHED_SHARED)
+        return _need_primary("scheduling_policy").scheduling_policy
 
     @scheduling_policy.setter
     def scheduling_policy(self, value: str) -> None:
@@ -118,7 +146,7 @@ class _ClusterModule(types.ModuleType):
 
     @property
     def settings(self) -> dict[str, Any]:
-        return dict(primary.settings) if primary is not None else {}
+        return {} if _is_worker() else dict(_need_primary("settings").settings)
 
 
 sys.modules[__name__].__class__ = _ClusterModule

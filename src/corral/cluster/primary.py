@@ -211,7 +211,7 @@ class Primary(EventEmitter):
 
     def worker_argv(self) -> list[str]:
         settings = self.settings
-        boot = [settings["python"], *settings["exec_argv"], "-m", "corral.cluster.worker"]
+        boot = [settings["python"], *settings["exec_argv"], "-m", "corral.cluster.bootstrap"]
         if self.listen_socks:
             boot += ["--listen-fds", ",".join(str(s.fileno()) for s in self.listen_socks)]
         return [*boot, "--", settings["exec"], *settings["args"]]

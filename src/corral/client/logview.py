@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from corral.logformat import compile_date_format
+from corral.model.logformat import compile_date_format
 
 COLOURS = ["36", "32", "35", "33", "34", "31", "96", "92", "95", "93"]
 DEFAULT_TIMESTAMP = "YYYY-MM-DD-HH:mm:ss"
@@ -73,7 +73,7 @@ class Printer:
 
 def show(api: Any, targets: list[str], lines: int, types: list[str], raw: bool,
          as_json: bool, timestamp: str | None, follow: bool, colour: bool) -> int:
-    from corral.client import Client
+    from corral.client.connection import Client
 
     printer = Printer(raw, as_json, timestamp, colour)
     files = api.client.call("log_files", targets=api.targets(targets) if targets else [])
@@ -127,9 +127,9 @@ def show(api: Any, targets: list[str], lines: int, types: list[str], raw: bool,
 
 def _next_daemon(home: Any) -> Any:
     """A client of the next daemon of this home, once one answers (never starts one)."""
-    from corral.client import Client
-    from corral.errors import CorralError
-    from corral.protocol import ProtocolError
+    from corral.client.connection import Client
+    from corral.model.errors import CorralError
+    from corral.model.wire import ProtocolError
 
     while True:
         try:

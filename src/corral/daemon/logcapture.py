@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from corral.logformat import compile_date_format, json_line
+from corral.model.logformat import compile_date_format, json_line
 
 log = logging.getLogger("corral.logs")
 

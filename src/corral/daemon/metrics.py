@@ -118,19 +118,6 @@ def create_time(pid: int) -> float:
         return 0.0
 
 
-def is_same_process(pid: int, recorded_create_time: float) -> bool:
-    """True when pid is alive and is the process that was recorded (not a reused pid)."""
-    if pid <= 0:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return abs(proc.create_time() - recorded_create_time) < 0.05
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
 def descendants(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 
-from corral.errors import CorralError
+from corral.model.errors import CorralError
 
 SYSTEM_UNIT_DIR = "/etc/systemd/system"
 

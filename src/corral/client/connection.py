@@ -12,10 +12,10 @@ import os
 import sys
 import time
 
-from corral import __version__
-from corral.errors import CorralError
-from corral.paths import Home
-from corral.protocol import ProtocolError, encode, read_frame
+from corral.model.errors import CorralError
+from corral.model.version import __version__
+from corral.model.wire import ProtocolError, encode, read_frame
+from corral.store.home import Home
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from corral.errors import CorralError
+from corral.model.errors import CorralError
 
 HELP = {
     "corral_process_cpu_percent": "CPU use of the app's process tree, percent of one core",

@@ -14,12 +14,13 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from corral.errors import CorralError
-from corral.schema import EcosystemError, app_label, merge_env, normalize_app
+from corral.config.order import check_dependencies
+from corral.config.resolve import build_spec
+from corral.config.schema import EcosystemError, app_label, merge_env, normalize_app
+from corral.model.errors import CorralError
 
 if TYPE_CHECKING:
-    from corral.api import API
-    from corral.spec import AppSpec
+    from corral.model.spec import AppSpec
 
 DEFAULT_FILES = (
     "ecosystem.config.py",
@@ -104,7 +105,7 @@ def read(path: str) -> Any:
 
 
 def _read_jsonish(path: str, text: str) -> Any:
-    from corral.jsonish import JsonishError, loads
+    from corral.config.jsonish import JsonishError, loads
 
     try:
         return loads(text)
@@ -222,7 +223,7 @@ class Loaded:
     warnings: list[str] = field(default_factory=list)
 
 
-def load(api: API, path: str, env_name: str | None = None, only: list[str] | None = None,
+def load(path: str, env_name: str | None = None, only: list[str] | None = None,
          base_env: dict[str, str] | None = None) -> Loaded:
     """Read a file and build one AppSpec per app, with PM2's env precedence applied."""
     path = os.path.abspath(path)
@@ -257,16 +258,16 @@ def load(api: API, path: str, env_name: str | None = None, only: list[str] | Non
             raise EcosystemError(f"{path}: --only {', '.join(missing)}: no such app in the file "
                                  f"(it has {', '.join(sorted(names))})")
     final = {str(o.get("name") or ""): _final_name(o, env_name) for _, _, o in normalized}
-    _check_dependencies(path, [(app_label(a, i), o) for i, a, o in normalized], final)
+    check_dependencies(path, [(app_label(a, i), o) for i, a, o in normalized], final)
     base = dict(os.environ if base_env is None else base_env)
+    notes: list[str] = []
     for index, app, options in normalized:
         if only and options.get("name") not in only:
             continue
-        spec = _build(api, path, folder, index, app, options, env_name, base)
+        spec = _build(path, folder, index, app, options, env_name, base, notes)
         spec.depends_on = [final[d] for d in options.get("depends_on", [])]
         loaded.specs.append(spec)
-    loaded.warnings.extend(f"{path}: {note}" for note in api.notes)
-    api.notes.clear()
+    loaded.warnings.extend(f"{path}: {note}" for note in notes)
     return loaded
 
 
@@ -281,60 +282,8 @@ def _final_name(options: dict[str, Any], env_name: str | None) -> str:
     return name
 
 
-def _check_dependencies(path: str, apps: list[tuple[str, dict[str, Any]]],
-                        final: dict[str, str]) -> None:
-    """depends_on names apps of the same file, and the dependencies have no cycle."""
-    import difflib
-
-    graph: dict[str, list[str]] = {}
-    for label, options in apps:
-        name = str(options.get("name") or "")
-        for dep in options.get("depends_on", []):
-            if dep not in final or not dep:
-                close = difflib.get_close_matches(dep, [n for n in final if n], 1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                named = ", ".join(sorted(n for n in final if n)) or "no named app"
-                raise EcosystemError(f"{path}: {label}: depends_on {dep!r}: no app of that name "
-                                     f"in this file (it has {named}){hint}")
-            if dep == name:
-                raise EcosystemError(f"{path}: {label}: depends_on names the app itself")
-        graph[name] = list(options.get("depends_on", []))
-    state: dict[str, int] = {}  # 1: being visited, 2: done
-
-    def visit(node: str, trail: list[str]) -> None:
-        if state.get(node) == 2:
-            return
-        if state.get(node) == 1:
-            cycle = trail[trail.index(node):] + [node]
-            raise EcosystemError(f"{path}: depends_on makes a cycle: {' -> '.join(cycle)}; "
-                                 "an app cannot wait for itself")
-        state[node] = 1
-        for dep in graph.get(node, []):
-            visit(dep, trail + [node])
-        state[node] = 2
-
-    for node in graph:
-        visit(node, [])
-
-
-def waves(specs: list[AppSpec]) -> list[list[AppSpec]]:
-    """The apps in start order: each wave depends only on earlier waves (or on apps not in
-    `specs`, which this command does not start). One wave when nothing depends on anything."""
-    left = {s.name: s for s in specs}
-    order = []
-    while left:
-        # a dependency no longer in `left` was placed in an earlier wave, or is not started
-        ready = [s for s in left.values() if not any(d in left for d in s.depends_on)]
-        if not ready:  # a cycle (checked at load; a guard for specs built by hand)
-            ready = list(left.values())
-        order.append(ready)
-        for s in ready:
-            del left[s.name]
-    return order
-
-
-def _build(api: API, path: str, folder: str, index: int, app: dict[str, Any],
-           options: dict[str, Any], env_name: str | None, base: dict[str, str]) -> AppSpec:
+def _build(path: str, folder: str, index: int, app: dict[str, Any], options: dict[str, Any],
+           env_name: str | None, base: dict[str, str], notes: list[str]) -> AppSpec:
     label = app_label(app, index)
     options = dict(options)
     overrides_in = dict(options.get("env", {}))
@@ -364,10 +313,10 @@ def _build(api: API, path: str, folder: str, index: int, app: dict[str, Any],
     elif log_file is False:
         options.pop("log_file")
     try:
-        spec = api.spec(script, cwd=cwd, env=env, **options)
+        spec = build_spec(script, notes=notes, cwd=cwd, env=env, **options)
     except CorralError as exc:
         raise EcosystemError(f"{path}: {label}: {exc.message}") from None
-    except TypeError as exc:  # an option API.spec does not take: a schema bug, said plainly
+    except TypeError as exc:  # an option build_spec does not take: a schema bug, said plainly
         raise EcosystemError(f"{path}: {label}: {exc}") from None
     spec.env_overrides = overrides_in
     spec.env_name = env_name

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from corral import __version__
-from corral.errors import CorralError
+from corral.model.errors import CorralError
+from corral.model.version import __version__
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -319,8 +319,8 @@ def _main(argv: list[str] | None) -> int:
 
 def fast_list(command: str) -> int:
     """`corral list` / `jlist` without argparse or the API: the most frequent call."""
-    from corral.client import Client
-    from corral.paths import home_from_env
+    from corral.client.connection import Client
+    from corral.store.home import home_from_env
 
     rows = Client(home_from_env()).call("list")
     if command == "jlist":
@@ -331,14 +331,14 @@ def fast_list(command: str) -> int:
 
 
 def print_jlist(rows: list[dict[str, Any]]) -> None:
-    from corral import render
-    from corral.protocol import dumps
+    from corral.client import render
+    from corral.model.wire import dumps
 
     print(dumps([render.to_pm2(r, __version__) for r in rows]))
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    from corral import render
+    from corral.client import render
 
     if not rows:
         print("no apps: start one with `corral start app.py`")
@@ -348,7 +348,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def run(args: argparse.Namespace, app_args: list[str]) -> int:
-    from corral.api import API
+    from corral.client.api import API
 
     api = API()
     command = args.command
@@ -383,7 +383,7 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
             print(f"corral: error: {failure}", file=sys.stderr)
         return 1 if result["failures"] else 0
     elif command in ("logs", "log"):
-        from corral import logview, render
+        from corral.client import logview, render
 
         types = ["err"] if args.err else ["out"] if args.out else ["out", "err", "daemon"]
         return logview.show(api, args.targets, args.lines, types, args.raw, args.json,
@@ -395,7 +395,7 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
         result = api.client.call("reload_logs")
         print(f"corral: reopened {result['files']} log file(s)")
     elif command in ("monit", "dashboard", "dash"):
-        from corral import monit
+        from corral.client import monit
 
         return monit.run(api)
     elif command == "metrics":
@@ -425,11 +425,11 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
             result = api.act(action, args.targets)
         print_table(result["list"])
     elif command in ("init", "ecosystem"):
-        from corral.templates import write_template
+        from corral.config.templates import write_template
 
         print(f"corral: wrote {write_template(args.format, args.force)}")
     elif command in ("describe", "show", "info", "desc"):
-        from corral import render
+        from corral.client import render
 
         rows = api.list(env=args.show_env)
         ids = {t["pm_id"] for t in _match(rows, args.targets)}
@@ -458,7 +458,7 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
     elif command == "cleardump":
         print(f"corral: emptied {api.cleardump()}")
     elif command in ("startup", "unstartup"):
-        from corral import startup
+        from corral.client import startup
 
         if command == "startup":
             text, notes = startup.install(args.platform, args.user, args.hp, args.service_name,
@@ -498,7 +498,7 @@ def _match(rows: list[dict[str, Any]], targets: list[str]) -> list[dict[str, Any
     """Client-side target matching for read-only commands (same rules as the daemon)."""
     import os
 
-    from corral.errors import CorralError
+    from corral.model.errors import CorralError
 
     chosen: dict[int, dict[str, Any]] = {}
     for target in targets:
@@ -523,10 +523,10 @@ def _health(args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     if len(given) > 1:
         raise CorralError("give one of --health-http, --health-tcp, --health-cmd")
-    from corral.health import validate
+    from corral.config.schema import validate_health
 
     try:
-        return validate({given[0][0]: given[0][1], "interval": args.health_interval,
+        return validate_health({given[0][0]: given[0][1], "interval": args.health_interval,
                          "timeout": args.health_timeout, "retries": args.health_retries,
                          "start_period": args.health_start_period})
     except ValueError as exc:
@@ -536,7 +536,7 @@ def _health(args: argparse.Namespace) -> dict[str, Any] | None:
 def _size(text: str | None, flag: str = "--log-max-size") -> int | None:
     if text is None:
         return None
-    from corral.schema import BadValue, to_bytes
+    from corral.config.schema import BadValue, to_bytes
 
     try:
         return to_bytes(text)
@@ -555,7 +555,7 @@ def ecosystem_target(targets: list[str]) -> str | None:
     """The ecosystem file among a command's targets, if that is what it was given."""
     import os
 
-    from corral.ecosystem import is_ecosystem_file
+    from corral.config.ecosystem import is_ecosystem_file
 
     if len(targets) == 1 and is_ecosystem_file(targets[0]) and os.path.isfile(targets[0]):
         return targets[0]
@@ -590,7 +590,7 @@ def act_on_file(api: Any, action: str, path: str, args: argparse.Namespace) -> A
 def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     import os
 
-    from corral.ecosystem import find_default, is_ecosystem_file
+    from corral.config.ecosystem import find_default, is_ecosystem_file
 
     if args.script is None:
         found = find_default(os.getcwd())

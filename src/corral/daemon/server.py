@@ -22,17 +22,17 @@ import time
 import traceback
 from typing import Any
 
-from corral import __version__
-from corral.errors import CorralError
-from corral.metrics import TreeMetrics
-from corral.paths import Home, home_from_env, write_json_atomically
-from corral.protocol import HEADER, MAX_FRAME, encode
-from corral.spec import AppSpec, InstanceRecord
-from corral.supervisor import ONLINE, RUNNING, WAITING, Instance, Supervisor
+from corral.daemon.metrics import TreeMetrics
+from corral.daemon.supervisor import ONLINE, RUNNING, WAITING, Instance, Supervisor
+from corral.model.errors import CorralError
+from corral.model.spec import AppSpec
+from corral.model.version import __version__
+from corral.model.wire import HEADER, MAX_FRAME, encode
+from corral.store.home import Home, home_from_env
+from corral.store.state import read_state, write_state
 
 log = logging.getLogger("corral.daemon")
 
-STATE_VERSION = 1
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -52,7 +52,7 @@ class Daemon:
         self.saved_metrics: Any = None  # the metrics endpoint the last daemon served
         self.started_at = time.time()
         self.followers: list[Follower] = []
-        from corral.metricsserver import MetricsServer
+        from corral.daemon.metricsserver import MetricsServer
 
         self.metrics_server = MetricsServer(self.metrics_snapshot)
 
@@ -68,38 +68,11 @@ class Daemon:
         self.save_scheduled = False
         if records is None:
             records = [i.record.to_dict() for i in self.supervisor.instances.values()]
-        state = {
-            "version": STATE_VERSION,
-            "corral": __version__,
-            "next_id": self.supervisor.next_id,
-            "instances": records,
-            "metrics": self.metrics_server.settings,
-        }
         try:
-            write_json_atomically(self.home.state_file, state, separators=(",", ":"))
+            write_state(self.home, records, self.supervisor.next_id,
+                        self.metrics_server.settings)
         except OSError as exc:
             log.error("cannot persist the process list to %s: %s", self.home.state_file, exc)
-
-    def load(self) -> tuple[list[InstanceRecord], int]:
-        try:
-            with open(self.home.state_file) as f:
-                state = json.load(f)
-        except FileNotFoundError:
-            return [], 0
-        except (OSError, ValueError) as exc:
-            broken = f"{self.home.state_file}.broken-{int(time.time())}"
-            log.error("unreadable process list %s (%s); kept as %s", self.home.state_file,
-                      exc, broken)
-            os.replace(self.home.state_file, broken)
-            return [], 0
-        self.saved_metrics = state.get("metrics")
-        records = []
-        for data in state.get("instances", []):
-            try:
-                records.append(InstanceRecord.from_dict(data))
-            except (TypeError, KeyError) as exc:
-                log.error("skipping an unreadable entry of the process list: %s", exc)
-        return records, int(state.get("next_id", 0))
 
     # ---- life --------------------------------------------------------------
 
@@ -108,11 +81,12 @@ class Daemon:
         self.supervisor = Supervisor(self.home, self.schedule_save, self.publish,
                                      self.following)
         logging.getLogger().addHandler(_FollowHandler(self))
-        records, next_id = self.load()
+        state = read_state(self.home)
+        self.saved_metrics = state.metrics
         # the door first: cluster workers that outlived the last daemon hand their
         # listeners back through it, before a restarted sibling tries to bind
         self._open_cluster_door(loop)
-        to_start = self.supervisor.restore(records, next_id)
+        to_start = self.supervisor.restore(state.records, state.next_id)
         loop.create_task(self._start_restored(to_start))
         try:
             os.unlink(self.home.socket)
@@ -708,7 +682,7 @@ class Daemon:
         return {"files": self.reopen_logs()}
 
     def metrics_snapshot(self) -> dict[str, Any]:
-        from corral.metricsserver import snapshot
+        from corral.daemon.metricsserver import snapshot
 
         log_bytes = sum(f.written_bytes for f in self.supervisor.log_files.files.values())
         return snapshot(self.view(), log_bytes)
@@ -725,7 +699,7 @@ class Daemon:
         return {"url": f"http://{address[0]}:{address[1]}/metrics" if address else None}
 
     async def rpc_save(self, force: bool = False) -> dict[str, Any]:
-        from corral import dump
+        from corral.store import dump
 
         data = dump.build(i.record for i in self.supervisor.instances.values())
         path = dump.write(self.home, data, force)
@@ -768,7 +742,7 @@ class Daemon:
         return {"pid": os.getpid(), "processes": len(instances)}
 
     def _exit_for_update(self) -> None:
-        from corral.logcapture import finish_rotations
+        from corral.daemon.logcapture import finish_rotations
 
         finish_rotations()
         for path in (self.home.socket, self.home.pid_file):
@@ -863,6 +837,3 @@ def main(argv: list[str] | None = None) -> int:
             pass
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from corral.errors import CorralError
+from corral.model.errors import CorralError
 
 PY = '''\
 """corral ecosystem file: `corral start` in this folder starts these apps.

@@ -24,10 +24,10 @@ from typing import Any
 
 import psutil
 
-from corral import metrics
 from corral.cluster.primary import Worker
-from corral.clustermode import ClusterApp, import_path, worker_argv
-from corral.logcapture import (
+from corral.daemon import metrics
+from corral.daemon.clustermode import ClusterApp, import_path, worker_argv
+from corral.daemon.logcapture import (
     LineFormat,
     LogFile,
     LogFiles,
@@ -35,14 +35,15 @@ from corral.logcapture import (
     StreamCapture,
     open_child_end,
 )
-from corral.paths import Home
-from corral.spec import (
+from corral.daemon.triggers import Triggers
+from corral.model.spec import (
     EXP_BACKOFF_CAP_MS,
     EXP_BACKOFF_RESET_MS,
     AppSpec,
     InstanceRecord,
 )
-from corral.triggers import Triggers
+from corral.store.home import Home
+from corral.store.state import is_same_process
 
 log = logging.getLogger("corral.supervisor")
 
@@ -394,7 +395,7 @@ class Supervisor:
     def adopt(self, inst: Instance) -> bool:
         """Take back a process left by a previous daemon; False if it is gone."""
         rec = inst.record
-        if not metrics.is_same_process(rec.pid, rec.pid_create_time):
+        if not is_same_process(rec.pid, rec.pid_create_time):
             return False
         proc = Proc(rec.pid, None, rec.pid_create_time)
         inst.proc = proc

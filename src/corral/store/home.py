@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-from corral.errors import CorralError
+from corral.model.errors import CorralError
 
 
 class Home:

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import os
 import shlex
-import shutil
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -27,57 +26,12 @@ from corral.cluster.primary import (
     Worker,
     check_policy,
 )
-from corral.cluster.worker import is_python_file
-from corral.spec import AppSpec
+from corral.model.apps import worker_python
+from corral.model.spec import AppSpec
 
 log = logging.getLogger("corral.cluster")
 
 DEFAULT_POLICY = "shared"
-
-
-def is_python_app(spec: AppSpec) -> bool:
-    """Can this app run as cluster workers (is it Python, through our bootstrap)?"""
-    if spec.kind == "module" or spec.is_python:
-        return True
-    if spec.kind == "shell":
-        try:
-            first = shlex.split(spec.script)[0]
-        except (ValueError, IndexError):
-            return False
-        path = shutil.which(first, path=os.path.dirname(spec.interpreter or "") or None) \
-            or shutil.which(first)
-        return path is not None and is_python_file(path)
-    if spec.kind == "binary":
-        return is_python_file(spec.exec_path)
-    return False
-
-
-def shebang_python(path: str) -> str | None:
-    """The interpreter of a Python console script (its #! line), if it names one."""
-    try:
-        with open(path, "rb") as f:
-            first = f.readline(512).decode(errors="replace").strip()
-    except OSError:
-        return None
-    if not first.startswith("#!") or "python" not in first:
-        return None
-    words = first[2:].split()
-    if os.path.basename(words[0]) == "env" and len(words) > 1:
-        return shutil.which(words[1])
-    return words[0]
-
-
-def worker_python(spec: AppSpec, default: str) -> str:
-    """Which Python runs the bootstrap: the app's interpreter, or its console script's."""
-    if spec.kind in ("script", "module"):
-        return spec.interpreter or default
-    program = spec.exec_path
-    if spec.kind == "shell":
-        try:
-            program = shutil.which(shlex.split(spec.script)[0]) or ""
-        except (ValueError, IndexError):
-            program = ""
-    return (shebang_python(program) if program else None) or default
 
 
 def worker_argv(spec: AppSpec, python: str) -> list[str]:
@@ -86,9 +40,9 @@ def worker_argv(spec: AppSpec, python: str) -> list[str]:
     interpreter = worker_python(spec, python)
     if spec.kind == "shell":
         prefix = " ".join(shlex.quote(w) for w in [interpreter, *spec.interpreter_args, "-m",
-                                                    "corral.cluster.worker", "--"])
+                                                    "corral.cluster.bootstrap", "--"])
         return ["/bin/sh", "-c", f'exec {prefix} {spec.script} "$@"', "sh", *spec.args]
-    boot = [interpreter, *spec.interpreter_args, "-m", "corral.cluster.worker"]
+    boot = [interpreter, *spec.interpreter_args, "-m", "corral.cluster.bootstrap"]
     if spec.kind == "module":
         return [*boot, "-m", "--", spec.script, *spec.args]
     return [*boot, "--", spec.exec_path, *spec.args]

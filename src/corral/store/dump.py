@@ -20,10 +20,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from corral import __version__
-from corral.errors import CorralError
-from corral.paths import Home, write_json_atomically
-from corral.spec import AppSpec, InstanceRecord
+from corral.model.errors import CorralError
+from corral.model.spec import AppSpec, InstanceRecord
+from corral.model.version import __version__
+from corral.store.home import Home, write_json_atomically
 
 DUMP_VERSION = 1
 

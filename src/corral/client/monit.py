@@ -13,8 +13,8 @@ import curses
 import time
 from typing import Any
 
-from corral.logview import tail
-from corral.render import human_bytes, human_duration
+from corral.client.logview import tail
+from corral.client.render import human_bytes, human_duration
 
 BARS = "▁▂▃▄▅▆▇█"
 HISTORY = 40
@@ -144,7 +144,7 @@ def run(api: Any) -> int:
     import sys
 
     if not sys.stdout.isatty():
-        from corral.errors import CorralError
+        from corral.model.errors import CorralError
 
         raise CorralError("monit needs a terminal; use `corral list` or `corral jlist`")
     curses.wrapper(Monit(api).run)

@@ -1,7 +1,6 @@
-"""`python -m corral.cluster.worker [--listen-fds A,B] [-m] -- TARGET ARGS...`: a worker's bootstrap.
+"""`python -m corral.cluster.bootstrap [--listen-fds A,B] [-m] -- TARGET ARGS...`: a worker's bootstrap.
 
-It connects to the primary and installs the bind hook (by importing
-corral.cluster), places pre-bound listeners at fds 3, 4, ... with the systemd
+It connects to the primary and installs the bind hook (child.setup()), places pre-bound listeners at fds 3, 4, ... with the systemd
 socket-activation variables (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), then
 runs the target: a Python script or module in this process (so the hook sees
 its binds), a Python console script (uvicorn, gunicorn, ...) the same way, or
@@ -66,17 +65,19 @@ def main(argv: list[str] | None = None) -> int:
         elif option == "--listen-fds":
             listen_fds = [int(x) for x in argv.pop(0).split(",") if x]
         else:
-            print(f"corral.cluster.worker: unknown option {option}", file=sys.stderr)
+            print(f"corral.cluster.bootstrap: unknown option {option}", file=sys.stderr)
             return 2
     if argv and argv[0] == "--":
         argv.pop(0)
     if not argv:
-        print("corral.cluster.worker: nothing to run", file=sys.stderr)
+        print("corral.cluster.bootstrap: nothing to run", file=sys.stderr)
         return 2
     if listen_fds:
         names = [n for n in os.environ.get("CORRAL_CLUSTER_LISTEN_NAMES", "").split(":") if n]
         place_listen_fds(listen_fds, names)
-    import corral.cluster  # noqa: F401 - connects to the primary and installs the hook
+    from corral.cluster import child
+
+    child.setup()  # connects to the primary and installs the hook, before the app runs
 
     target, args = argv[0], argv[1:]
     if module:
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     path = target if os.sep in target or os.path.exists(target) else shutil.which(target)
     if path is None:
-        print(f"corral.cluster.worker: {target}: not found", file=sys.stderr)
+        print(f"corral.cluster.bootstrap: {target}: not found", file=sys.stderr)
         return 127
     if is_python_file(path):
         sys.argv = [path, *args]

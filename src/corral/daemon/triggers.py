@@ -14,11 +14,13 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from corral.metrics import TreeMetrics
-from corral.schema import next_cron_time
+from corral.daemon.health import probe
+from corral.daemon.metrics import TreeMetrics
+from corral.model.cron import next_cron_time
+from corral.model.health import HealthCheck
 
 if TYPE_CHECKING:
-    from corral.supervisor import Instance, Supervisor
+    from corral.daemon.supervisor import Instance, Supervisor
 
 log = logging.getLogger("corral.triggers")
 
@@ -224,8 +226,6 @@ class Triggers:
         """Probe the app every interval once its start period is over; `retries` failures
         in a row mark it unhealthy (shown by `list`) and restart it (reload in cluster
         mode)."""
-        from corral.health import HealthCheck
-
         failures = 0
         try:
             while True:
@@ -239,7 +239,7 @@ class Triggers:
                 newest = max((i.record.pm_uptime for i in running), default=0)
                 if not running or time.time() * 1000 - newest < check.start_period_ms:
                     continue
-                problem = await check.probe(running[0].record.spec.cwd)
+                problem = await probe(check, running[0].record.spec.cwd)
                 if problem is None:
                     failures = 0
                     self._set_health(running, "healthy")
@@ -267,12 +267,10 @@ class Triggers:
 
     async def ready_by_health(self, inst: Instance) -> None:
         """wait_ready with a health check: ready once the check passes."""
-        from corral.health import HealthCheck
-
         spec = inst.record.spec
         assert spec.health_check is not None
         check = HealthCheck.from_dict(spec.health_check)
-        while await check.probe(spec.cwd) is not None:
+        while await probe(check, spec.cwd) is not None:
             await asyncio.sleep(0.1)
 
     async def _restart(self, inst: Instance, reason: str) -> None:

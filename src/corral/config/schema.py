@@ -9,17 +9,22 @@ an EcosystemError naming the file, the app and the key.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import os
 import re
 import shlex
+import socket
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from corral.errors import CorralError
+from corral.model.cron import next_cron_time
+from corral.model.errors import CorralError
+from corral.model.health import DEFAULTS as HEALTH_DEFAULTS
 
 
 class EcosystemError(CorralError):
@@ -177,10 +182,8 @@ def to_exec_mode(value: Any) -> str:
 
 
 def to_health(value: Any) -> dict[str, Any]:
-    from corral.health import validate
-
     try:
-        return validate(value)
+        return validate_health(value)
     except ValueError as exc:
         raise BadValue(str(exc)) from None
 
@@ -224,17 +227,6 @@ def to_cron(value: Any) -> str | None:
     except (ValueError, KeyError) as exc:
         raise BadValue(f"not a valid cron expression ({exc})") from None
     return text
-
-
-def next_cron_time(expression: str, after: float) -> float:
-    """The next epoch second a cron expression fires after `after`."""
-    import datetime
-
-    from croniter import croniter
-
-    start = datetime.datetime.fromtimestamp(after)
-    six = len(expression.split()) == 6
-    return float(croniter(expression, start, second_at_beginning=six).get_next(float))
 
 
 def to_port(value: Any) -> int:
@@ -434,3 +426,54 @@ def default_env_names(apps: list[dict[str, Any]]) -> set[str]:
 
 def expand_home(path: str) -> str:
     return os.path.expanduser(path)
+
+
+def validate_health(data: Any) -> dict[str, Any]:
+    """An ecosystem health_check value -> HealthCheck fields; ValueError says what is wrong."""
+    if not isinstance(data, dict):
+        raise ValueError("expected {http: URL | tcp: PORT | cmd: COMMAND, interval, timeout, "
+                         "retries, start_period}")
+    kinds = [k for k in ("http", "tcp", "cmd") if k in data]
+    if len(kinds) != 1:
+        raise ValueError("give exactly one of http, tcp or cmd")
+    unknown = set(data) - {"http", "tcp", "cmd", *HEALTH_DEFAULTS}
+    if unknown:
+        raise ValueError(f"unknown health_check keys: {', '.join(sorted(unknown))}")
+    kind = kinds[0]
+    target = data[kind]
+    if kind == "http":
+        url = urllib.parse.urlsplit(str(target))
+        if url.scheme != "http" or not url.hostname:
+            raise ValueError(f"http: {target!r} is not an http:// URL")
+        _require_loopback(url.hostname)
+        target = str(target)
+    elif kind == "tcp":
+        text = str(target)
+        host, _, port = text.rpartition(":") if ":" in text else ("127.0.0.1", "", text)
+        if not port.isdigit():
+            raise ValueError(f"tcp: {target!r}: expected a port or HOST:PORT")
+        _require_loopback(host.strip("[]") or "127.0.0.1")
+        target = f"{host or '127.0.0.1'}:{port}"
+    else:
+        target = str(target)
+    fields: dict[str, Any] = {"kind": kind, "target": target}
+    try:
+        fields["interval_ms"] = to_ms(data.get("interval", HEALTH_DEFAULTS["interval"]))
+        fields["timeout_ms"] = to_ms(data.get("timeout", HEALTH_DEFAULTS["timeout"]))
+        fields["retries"] = max(to_count(data.get("retries", HEALTH_DEFAULTS["retries"])), 1)
+        fields["start_period_ms"] = to_ms(data.get("start_period",
+                                                   HEALTH_DEFAULTS["start_period"]))
+    except BadValue as exc:
+        raise ValueError(str(exc)) from None
+    return fields
+
+
+def _require_loopback(host: str) -> None:
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror:
+        raise ValueError(f"{host!r} does not resolve") from None
+    if not addresses or not all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback
+                                for a in addresses):
+        raise ValueError(f"{host!r} is not a loopback address; health checks probe the app "
+                         "on this machine (127.0.0.1, ::1, localhost)")

@@ -1,0 +1,230 @@
+"""From what the user gave (a script, a module, a binary, a shell command, options) to
+an AppSpec: the interpreter by extension, the program on PATH, the exec mode.
+
+The CLI's `start` and every ecosystem file go through build_spec(); it checks the
+file system (the script exists, the interpreter runs) but talks to no daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from corral.model.apps import is_python_app
+from corral.model.errors import CorralError
+from corral.model.spec import AppSpec
+
+# interpreter by extension (PM2's table, with Python run by corral's own Python)
+EXT_INTERPRETERS = {
+    ".py": "python",
+    ".sh": "bash",
+    ".bash": "bash",
+    ".js": "node",
+    ".cjs": "node",
+    ".mjs": "node",
+    ".rb": "ruby",
+    ".php": "php",
+    ".pl": "perl",
+    ".ts": "bun",
+}
+
+SIGNAL_NAMES = {
+    "SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGKILL", "SIGWINCH",
+}
+
+
+def parse_instances(value: str | int) -> int:
+    """PM2's -i: N, `max` or 0 (every CPU), -N (CPUs minus N, at least 1)."""
+    text = str(value).strip()
+    if text.lower() == "max":
+        number = 0
+    else:
+        try:
+            number = int(text)
+        except ValueError:
+            raise CorralError(
+                f"-i/instances takes a number, `max` or a negative number (got {text!r})"
+            ) from None
+    cpus = os.cpu_count() or 1
+    if number == 0:
+        return cpus
+    if number < 0:
+        return max(cpus + number, 1)
+    return number
+
+
+def _which(program: str) -> str | None:
+    if os.sep in program:
+        path = os.path.abspath(os.path.expanduser(program))
+        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+    return shutil.which(program)
+
+
+def resolve_interpreter(text: str, cwd: str | None = None) -> tuple[str | None, list[str]]:
+    """--interpreter value -> (absolute program, extra args); `none` runs the script itself.
+
+    A relative path (.venv/bin/python) is taken from cwd, the app's folder."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise CorralError(f"interpreter {text!r}: {exc}") from None
+    if not words or words[0] == "none":
+        return None, []
+    if words[0] in ("python", "python3") and not shutil.which(words[0]):
+        words[0] = sys.executable
+    if cwd and os.sep in words[0] and not os.path.isabs(os.path.expanduser(words[0])):
+        words[0] = os.path.join(cwd, words[0])
+    program = _which(words[0])
+    if program is None:
+        raise CorralError(
+            f"interpreter {words[0]!r} not found (not in PATH nor an executable file); "
+            "install it or pass --interpreter with a full path"
+        )
+    return program, words[1:]
+
+
+def build_spec(
+    script: str,
+    *,
+    notes: list[str] | None = None,
+    cwd: str | None = None,
+    module: bool = False,
+    interpreter: str | None = None,
+    interpreter_args: Sequence[str] | str = (),
+    instances: str | int | None = None,
+    exec_mode: str | None = None,
+    env: dict[str, str] | None = None,
+    **options: Any,
+) -> AppSpec:
+    """Resolve what to run (interpreter by extension, binary, shell command, module).
+
+    `options` are AppSpec fields (name, args, namespace, autorestart, max_restarts,
+    kill_timeout_ms, out_file, ...). env defaults to this process's environment.
+    """
+    workdir = os.path.abspath(os.path.expanduser(cwd)) if cwd else os.getcwd()
+    if not os.path.isdir(workdir):
+        raise CorralError(f"--cwd {workdir}: no such folder")
+    if isinstance(interpreter_args, str):
+        try:
+            interpreter_args = shlex.split(interpreter_args)
+        except ValueError as exc:
+            raise CorralError(f"interpreter args {interpreter_args!r}: {exc}") from None
+    extra_interp_args = list(interpreter_args)
+    interp: str | None = None
+    if interpreter:
+        interp, words = resolve_interpreter(interpreter, workdir)
+        extra_interp_args = words + extra_interp_args
+    kind = "script"
+    exec_path = ""
+    candidate = os.path.join(workdir, os.path.expanduser(script))
+    if module:
+        kind = "module"
+        interp = interp or sys.executable
+        default_name = script
+    elif os.path.isfile(candidate):
+        exec_path = os.path.abspath(candidate)
+        ext = os.path.splitext(exec_path)[1].lower()
+        default_name = os.path.splitext(os.path.basename(exec_path))[0]
+        if interpreter is None:
+            wanted = EXT_INTERPRETERS.get(ext)
+            if wanted == "python":
+                interp = sys.executable
+            elif wanted:
+                interp = shutil.which(wanted)
+                if interp is None:
+                    raise CorralError(
+                        f"{exec_path}: {ext} files run with {wanted}, which is not in PATH; "
+                        "install it or pass --interpreter"
+                    )
+            elif os.access(exec_path, os.X_OK):
+                kind = "binary"
+            else:
+                raise CorralError(
+                    f"{exec_path} has no known extension and is not executable; "
+                    "`chmod +x` it or pass --interpreter"
+                )
+        elif interp is None:
+            kind = "binary"
+    elif os.path.isdir(candidate):
+        raise CorralError(f"{candidate} is a folder; give the script to run")
+    elif " " in script.strip():
+        kind = "shell"
+        default_name = script.strip()
+    elif (found := _which(script)) is not None and os.sep not in script:
+        kind = "binary"
+        exec_path = found
+        default_name = os.path.basename(found)
+    else:
+        raise CorralError(
+            f"script not found: {candidate} (nor a command {script!r} in PATH); "
+            "check the path, or --cwd"
+        )
+    watch = options.get("watch")
+    if isinstance(watch, list):
+        for path in watch:
+            if not os.path.exists(os.path.join(workdir, path)):
+                raise CorralError(f"watch path {os.path.join(workdir, path)} does not "
+                                  "exist; give existing files or folders (relative to "
+                                  "the app's folder)")
+    if options.get("cron_restart") is not None:
+        from corral.config.schema import BadValue, to_cron
+
+        try:
+            options["cron_restart"] = to_cron(options["cron_restart"])
+        except BadValue as exc:
+            raise CorralError(f"cron_restart {options['cron_restart']!r}: {exc}") from None
+    kill_signal = str(options.pop("kill_signal", "SIGINT")).upper()
+    if kill_signal not in SIGNAL_NAMES:
+        raise CorralError(f"kill_signal {kill_signal!r} is not one of "
+                          f"{', '.join(sorted(SIGNAL_NAMES))}")
+    is_python = kind == "module" or (
+        interp is not None and "python" in os.path.basename(interp)
+    ) or (interp is None and exec_path.endswith(".py"))
+    for key in ("out_file", "error_file", "log_file"):
+        if options.get(key) and options[key] != "true":
+            options[key] = _abs_log_path(options[key], workdir)
+    if not options.get("name"):
+        options["name"] = default_name
+    options = {k: v for k, v in options.items() if v is not None}
+    spec = AppSpec(
+        script=script,
+        kind=kind,
+        exec_path=exec_path,
+        interpreter=interp if kind != "binary" else None,
+        interpreter_args=extra_interp_args,
+        cwd=workdir,
+        env=dict(os.environ if env is None else env),
+        instances=parse_instances(1 if instances is None else instances),
+        kill_signal=kill_signal,
+        is_python=is_python,
+        **options,
+    )
+    note = choose_exec_mode(spec, exec_mode, instances is not None)
+    if note and notes is not None:
+        notes.append(note)
+    return spec
+
+def choose_exec_mode(spec: AppSpec, asked: str | None, instances_given: bool) -> str | None:
+    """-i on a Python app means cluster mode (PM2 does so for Node); `fork` opts out;
+    a program that is not Python runs as N fork instances. Returns a note for the user."""
+    if asked == "fork" or (asked is None and not instances_given):
+        spec.exec_mode = "fork"
+        return None
+    if is_python_app(spec):
+        spec.exec_mode = "cluster"
+        return None
+    spec.exec_mode = "fork"
+    if spec.instances > 1 or asked == "cluster":
+        return (f"{spec.name}: cluster mode runs Python apps only; running {spec.instances} "
+                "fork instance(s), each its own process (they must not share a port)")
+    return None
+
+
+def _abs_log_path(path: str, cwd: str) -> str:
+    if path in ("NULL", "/dev/null"):
+        return "/dev/null"
+    return os.path.join(cwd, os.path.expanduser(path))

@@ -1,0 +1,72 @@
+"""What kind of program an app is: Python (it can run as cluster workers) or not.
+
+Used on both sides: the client chooses cluster mode for a Python app, the daemon
+picks the Python that runs a cluster worker's bootstrap. (The bootstrap itself,
+corral.cluster.bootstrap, keeps its own `is_python_file`: corral.cluster depends on
+nothing else of corral.)
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+
+from corral.model.spec import AppSpec
+
+
+def is_python_file(path: str) -> bool:
+    """A .py file, or a script whose #! line names a Python."""
+    if path.endswith((".py", ".pyw")):
+        return True
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(256)
+    except OSError:
+        return False
+    return first.startswith(b"#!") and b"python" in first
+
+
+def is_python_app(spec: AppSpec) -> bool:
+    """Can this app run as cluster workers (is it Python, through our bootstrap)?"""
+    if spec.kind == "module" or spec.is_python:
+        return True
+    if spec.kind == "shell":
+        try:
+            first = shlex.split(spec.script)[0]
+        except (ValueError, IndexError):
+            return False
+        path = shutil.which(first, path=os.path.dirname(spec.interpreter or "") or None) \
+            or shutil.which(first)
+        return path is not None and is_python_file(path)
+    if spec.kind == "binary":
+        return is_python_file(spec.exec_path)
+    return False
+
+
+def shebang_python(path: str) -> str | None:
+    """The interpreter of a Python console script (its #! line), if it names one."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(512).decode(errors="replace").strip()
+    except OSError:
+        return None
+    if not first.startswith("#!") or "python" not in first:
+        return None
+    words = first[2:].split()
+    if os.path.basename(words[0]) == "env" and len(words) > 1:
+        return shutil.which(words[1])
+    return words[0]
+
+
+def worker_python(spec: AppSpec, default: str) -> str:
+    """Which Python runs the bootstrap: the app's interpreter, or its console script's."""
+    if spec.kind in ("script", "module"):
+        return spec.interpreter or default
+    program = spec.exec_path
+    if spec.kind == "shell":
+        try:
+            program = shutil.which(shlex.split(spec.script)[0]) or ""
+        except (ValueError, IndexError):
+            program = ""
+    return (shebang_python(program) if program else None) or default

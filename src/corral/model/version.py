@@ -1,0 +1,3 @@
+"""corral's version: said by the CLI, compared by client and daemon, written into state."""
+
+__version__ = "0.1.0"
