@@ -26,7 +26,7 @@ while True:
     time.sleep(1)
 """
 
-# PM2's classic file (reference/pm2.md), with a Python script
+# PM2's classic file (the ecosystem.config.js of PM2's docs), with a Python script
 APP: dict[str, Any] = {
     "name": "nodejs-column",
     "script": "./app.py",

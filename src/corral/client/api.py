@@ -14,7 +14,9 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from corral.model import states
 from corral.model.errors import CorralError
+from corral.model.targets import to_wire
 from corral.store.home import Home, home_from_env, write_json_atomically
 
 if TYPE_CHECKING:
@@ -52,12 +54,7 @@ class API:
 
     @staticmethod
     def targets(names: Iterable[str | int]) -> list[dict[str, Any]]:
-        out = []
-        for name in names:
-            text = str(name)
-            path = os.path.abspath(text) if os.path.isfile(text) else None
-            out.append({"name": text, "path": path})
-        return out
+        return to_wire(names)
 
     def start(self, *specs: AppSpec) -> dict[str, Any]:
         result: dict[str, Any] = self.client.call("start", apps=[s.to_dict() for s in specs])
@@ -122,7 +119,7 @@ class API:
         end = time.monotonic() + deadline
         while True:
             rows = [r for r in self.list() if r["spec"]["name"] in names]
-            bad = [r for r in rows if r["status"] in ("errored", "stopped")
+            bad = [r for r in rows if r["status"] in (states.ERRORED, states.STOPPED)
                    and r["spec"]["autostart"]]
             if bad:
                 row = bad[0]

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
+
 LIST_COMMANDS = ("list", "ls", "l", "ps", "status")
 
 EPILOG = """\
@@ -27,6 +28,8 @@ docs: README.md and docs/ in the corral repository.
 
 def build_parser() -> argparse.ArgumentParser:
     import argparse
+
+    from corral.model.names import POLICIES
 
     parser = argparse.ArgumentParser(
         prog="corral",
@@ -57,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--exec-mode", choices=("fork", "cluster"),
                        help="fork: N separate processes; cluster: N workers sharing the app's "
                        "ports (default with -i on a Python app)")
-    start.add_argument("--cluster-policy", choices=("shared", "rr", "reuseport"),
+    start.add_argument("--cluster-policy", choices=POLICIES,
                        help="how cluster workers share a port (default shared; docs/cluster.md)")
     start.add_argument("--listen-timeout", type=int, metavar="MS",
                        help="reload: how long to wait for a new worker to listen (default 3000)")
@@ -495,25 +498,13 @@ def cmd_resurrect(api: Any) -> int:
 
 
 def _match(rows: list[dict[str, Any]], targets: list[str]) -> list[dict[str, Any]]:
-    """Client-side target matching for read-only commands (same rules as the daemon)."""
-    import os
+    """Client-side target matching for read-only commands (model.targets, as the daemon)."""
+    from corral.model.targets import Entry, select, to_wire
 
-    from corral.model.errors import CorralError
-
-    chosen: dict[int, dict[str, Any]] = {}
-    for target in targets:
-        path = os.path.abspath(target) if os.path.isfile(target) else None
-        found = (rows if target == "all" else
-                 [r for r in rows if r["spec"]["name"] == target]
-                 or [r for r in rows if target.isdigit() and r["pm_id"] == int(target)]
-                 or [r for r in rows if r["spec"]["namespace"] == target]
-                 or [r for r in rows if path and r["spec"]["exec_path"] == path])
-        if not found and target != "all":
-            raise CorralError(f"unknown target {target!r}: no app, id, namespace or script of "
-                              "that name; `corral list` shows what exists")
-        for r in found:
-            chosen[r["pm_id"]] = r
-    return list(chosen.values())
+    by_id = {r["pm_id"]: r for r in rows}
+    entries = {pm_id: Entry(r["spec"]["name"], r["spec"]["namespace"], r["spec"]["exec_path"])
+               for pm_id, r in by_id.items()}
+    return [by_id[pm_id] for pm_id in select(to_wire(targets), entries)]
 
 
 def _health(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -678,12 +669,14 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
 def silent_cluster_notes(rows: list[dict[str, Any]], ids: list[int]) -> list[str]:
     """Cluster apps just started whose workers never listened: start waited listen_timeout
     for nothing. Say why, and what to use for a program that serves no port."""
+    from corral.model import states
+
     notes = []
     for name in sorted({r["spec"]["name"] for r in rows if r["pm_id"] in ids}):
         mine = [r for r in rows if r["spec"]["name"] == name and r["pm_id"] in ids]
         spec = mine[0]["spec"]
         if (spec["exec_mode"] == "cluster" and not spec["wait_ready"]
-                and all(r["status"] == "online" and not r["listening"] for r in mine)):
+                and all(r["status"] == states.ONLINE and not r["listening"] for r in mine)):
             notes.append(f"{name}: no worker listened on a port within listen_timeout "
                          f"({spec['listen_timeout_ms']} ms), so start waited that long. "
                          "A program that serves no port (a queue worker, a script) needs no "

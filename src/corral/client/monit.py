@@ -15,6 +15,7 @@ from typing import Any
 
 from corral.client.logview import tail
 from corral.client.render import human_bytes, human_duration
+from corral.model import states
 
 BARS = "▁▂▃▄▅▆▇█"
 HISTORY = 40
@@ -82,18 +83,16 @@ class Monit:
             y = 2 + index
             if y >= height // 2:
                 break
-            status = row["status"]
-            if status == "online" and row.get("health") == "unhealthy":
-                status = "unhealthy"
+            status = states.shown(row["status"], row.get("health"))
             line = (f"{row['pm_id']:>3} {row['spec']['name'][:18]:<18} {status:<16} "
                     f"{row['restart_time']:>3} {row['monit']['cpu']:>5.0f}% "
                     f"{human_bytes(row['monit']['memory']):>9}  "
                     f"{sparkline(list(self.cpu[row['pm_id']]), 100.0)[-20:]:<20} "
                     f"{sparkline(list(self.mem[row['pm_id']]))[-20:]}")
             attr = curses.A_REVERSE if index == self.selected else 0
-            if status in ("errored", "unhealthy"):
+            if status in (states.ERRORED, states.UNHEALTHY):
                 attr |= curses.color_pair(1)
-            elif status == "online":
+            elif status == states.ONLINE:
                 attr |= curses.color_pair(2)
             put(y, 0, line, attr)
         top = max(height // 2, 3)

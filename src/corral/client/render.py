@@ -9,18 +9,20 @@ import os
 import sys
 import time
 
+from corral.model import states
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 STATUS_COLOURS = {
-    "online": "32",  # green
-    "launching": "33",
-    "waiting restart": "33",
-    "stopping": "33",
-    "stopped": "90",
-    "errored": "31",  # red
-    "unhealthy": "31",
+    states.ONLINE: "32",  # green
+    states.LAUNCHING: "33",
+    states.WAITING: "33",
+    states.STOPPING: "33",
+    states.STOPPED: "90",
+    states.ERRORED: "31",  # red
+    states.UNHEALTHY: "31",
 }
 
 
@@ -75,8 +77,7 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             str(row["pid"]) if running else "0",
             human_duration(now - row["pm_uptime"]) if running else "0",
             str(row["restart_time"]),
-            "unhealthy" if row["status"] == "online" and row.get("health") == "unhealthy"
-            else row["status"],
+            states.shown(row["status"], row.get("health")),
             f"{row['monit']['cpu']:.0f}%" if running else "0%",
             human_bytes(row["monit"]["memory"]) if running else "0b",
             user,
@@ -132,7 +133,7 @@ def describe(row: dict[str, Any], show_env: bool) -> str:
         ("namespace", spec["namespace"]),
         ("id", row["pm_id"]),
         ("pid", row["pid"] or 0),
-        ("instance", f"{spec['instance_var']}={row['instance']}"),
+        ("instance", f"{spec['instance_var']}={row['instance_index']}"),
         ("restarts", row["restart_time"]),
         ("unstable restarts", row["unstable_restarts"]),
         ("uptime", human_duration(now - row["pm_uptime"]) if running else "0"),
@@ -194,7 +195,7 @@ def _iso(epoch_ms: int | None) -> str:
 
 
 def to_pm2(row: dict[str, Any], version: str) -> dict[str, Any]:
-    """One instance in the shape of `pm2 jlist` (reference/pm2.md §3)."""
+    """One instance in the shape of `pm2 jlist` (docs/cli.md, `jlist`)."""
     spec = row["spec"]
     env = dict(spec.get("env") or {})
     pm2_env: dict[str, Any] = {
@@ -229,7 +230,7 @@ def to_pm2(row: dict[str, Any], version: str) -> dict[str, Any]:
         "prev_restart_delay": row["prev_restart_delay_ms"],
         "stop_exit_codes": spec["stop_exit_codes"],
         "instance_var": spec["instance_var"],
-        spec["instance_var"]: row["instance"],
+        spec["instance_var"]: row["instance_index"],
         "username": username(),
         "_corral_version": version,
         "env": env,

@@ -28,6 +28,10 @@ from corral.cluster.events import EventEmitter
 from corral.cluster.ipc import Channel, ChannelClosed
 from corral.cluster.primary import ENV_IPC_FD, ENV_POLICY, ENV_WORKER_ID
 
+# set by the corral daemon: the socket where a worker that outlived its daemon knocks to
+# hand its listeners to the next one (CORRAL_HOME/cluster.sock)
+ENV_DOOR = "CORRAL_CLUSTER_DOOR"
+
 log = logging.getLogger("corral.cluster")
 
 ENV_ORPHAN = "CORRAL_CLUSTER_ORPHAN"  # "keep": live on when the primary goes (corral's daemon)
@@ -695,10 +699,9 @@ def _reconnect(worker: WorkerSide) -> bool:
     our listeners back and go on with it as our primary."""
     import time
 
-    home = os.environ.get("CORRAL_HOME")
-    if not home:
+    path = os.environ.get(ENV_DOOR)
+    if not path:
         return False
-    path = os.path.join(home, "cluster.sock")
     while True:
         time.sleep(0.5)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)

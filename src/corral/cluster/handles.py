@@ -75,6 +75,9 @@ class Handle:
         self.workers: dict[int, Worker] = {}
         self.backlog = backlog
         self.nodelay = bool(query.get("nodelay"))
+        # what the first worker said about the listener (Node: TLS session ticket keys),
+        # given to every worker that asks for it
+        self.data: Any = None
 
     def add(self, worker: Worker) -> tuple[dict[str, Any], list[int]]:
         raise NotImplementedError

@@ -4,6 +4,10 @@ The primary forks workers (or attaches workers someone else spawned, as the
 corral daemon does), answers their requests for listeners (queryServer),
 hands out connections under the rr policy, and turns what workers say into
 events: fork, online, listening, disconnect, exit, message.
+
+A worker speaks one of two protocols: corral's (a Python worker, ipc.Channel)
+or Node's (an unmodified `node app.js`, node.NodeWorkerChannel). The channel
+translates; the primary and the listener policies are the same for both.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import errno
 import itertools
 import logging
 import os
+import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +40,13 @@ from corral.cluster.handles import (
 )
 from corral.cluster.iothread import IOThread
 from corral.cluster.ipc import Channel, ChannelClosed
+from corral.cluster.node import (
+    NODE_ENV_NAMES,
+    NodeWorkerChannel,
+    channel_pair,
+    is_node_script,
+    node_env,
+)
 
 log = logging.getLogger("corral.cluster")
 
@@ -42,6 +55,7 @@ ENV_IPC_FD = "CORRAL_CLUSTER_IPC_FD"
 ENV_POLICY = "CORRAL_CLUSTER_SCHED_POLICY"
 ENV_LISTEN_FDS = "CORRAL_CLUSTER_LISTEN_FDS"
 DEFAULT_POLICY = "shared"
+PROTOCOLS = ("python", "node")
 
 
 class ClusterError(ValueError):
@@ -76,12 +90,13 @@ def parse_listen(spec: Any) -> tuple[int, Any]:
 class Worker(EventEmitter):
     """A worker as the primary sees it (Node's Worker)."""
 
-    def __init__(self, primary: Primary, worker_id: int, channel: Channel,
+    def __init__(self, primary: Primary, worker_id: int, channel: Channel | NodeWorkerChannel,
                  process: Any = None) -> None:
         super().__init__()
         self.primary = primary
         self.id = worker_id
         self.channel = channel
+        self.protocol: str = getattr(channel, "protocol", "python")
         self.process = process  # a subprocess.Popen (anything with .pid) or None
         self.pid: int | None = getattr(process, "pid", None)
         self.state = "none"
@@ -100,7 +115,10 @@ class Worker(EventEmitter):
         return next(self._seq)
 
     def send(self, message: Any, fds: list[int] | tuple[int, ...] = ()) -> None:
-        """Send any JSON-able object (and fds) to the worker."""
+        """Send any JSON-able object (and fds; one at most to a Node worker) to the worker:
+        `cluster.worker.on("message")` in Python, `process.on('message')` in Node.
+        Raises ChannelClosed when the worker is gone, node.ChannelFull when a Node worker
+        has not read what it was sent (the message is then not queued)."""
         self.channel.send({"user": message}, fds)
 
     def kill(self, sig: int = signal.SIGTERM) -> None:
@@ -160,9 +178,12 @@ class Primary(EventEmitter):
                       exec_argv: list[str] | None = None, cwd: str | None = None,
                       silent: bool = False, stdio: tuple[Any, Any, Any] | None = None,
                       env: dict[str, str] | None = None, listen: list[Any] | None = None,
-                      python: str | None = None) -> None:
+                      python: str | None = None, node: str | None = None,
+                      protocol: str | None = None) -> None:
         """Settings for the next forks (Node's setupPrimary). `listen` pre-binds addresses
-        that workers receive as systemd socket activation (LISTEN_FDS, fds from 3)."""
+        that workers receive as systemd socket activation (LISTEN_FDS, fds from 3).
+        An exec ending in .js/.mjs/.cjs (or protocol="node") runs as `node [exec_argv]
+        exec args`, a Node cluster worker (`node` names the binary, default from PATH)."""
         main = sys.modules.get("__main__")
         default_exec = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "")
         merged = {
@@ -174,10 +195,16 @@ class Primary(EventEmitter):
             "stdio": None,
             "env": None,
             "python": sys.executable,
+            "node": None,
+            "protocol": None,
             **self.settings,
         }
+        if protocol is not None and protocol not in PROTOCOLS:
+            raise ClusterError(f"unknown worker protocol {protocol!r}; valid: "
+                               f"{', '.join(PROTOCOLS)}")
         for key, value in (("exec", exec), ("args", args), ("exec_argv", exec_argv),
-                           ("cwd", cwd), ("stdio", stdio), ("env", env), ("python", python)):
+                           ("cwd", cwd), ("stdio", stdio), ("env", env), ("python", python),
+                           ("node", node), ("protocol", protocol)):
             if value is not None:
                 merged[key] = value
         merged["silent"] = silent or self.settings.get("silent", False)
@@ -209,8 +236,25 @@ class Primary(EventEmitter):
                 atexit.register(self._stop_workers_at_exit)
                 self._watch_uncaught()
 
+    def worker_protocol(self) -> str:
+        """The protocol of the next fork: settings' protocol, else by exec's extension."""
+        chosen = self.settings.get("protocol")
+        if chosen:
+            return str(chosen)
+        return "node" if is_node_script(self.settings.get("exec") or "") else "python"
+
+    def node_argv(self) -> list[str]:
+        settings = self.settings
+        node = settings.get("node") or shutil.which("node")
+        if not node:
+            raise ClusterError(f"{settings['exec']}: a Node worker needs `node`, which is not "
+                               f"on PATH (setup_primary(node=...) names it)")
+        return [node, *settings["exec_argv"], settings["exec"], *settings["args"]]
+
     def worker_argv(self) -> list[str]:
         settings = self.settings
+        if self.worker_protocol() == "node":
+            return self.node_argv()
         boot = [settings["python"], *settings["exec_argv"], "-m", "corral.cluster.bootstrap"]
         if self.listen_socks:
             boot += ["--listen-fds", ",".join(str(s.fileno()) for s in self.listen_socks)]
@@ -221,24 +265,36 @@ class Primary(EventEmitter):
         if not self._setup_done:
             self.setup_primary()
         self._freeze()
+        protocol = self.worker_protocol()
+        argv = self.worker_argv()
         worker_id = next(self._ids)
-        parent_end, child_end = Channel.pair()
-        child_env = {**os.environ, **(self.settings.get("env") or {}), **(env or {}),
-                     ENV_WORKER_ID: str(worker_id), ENV_IPC_FD: str(child_end.fileno()),
-                     ENV_POLICY: self.scheduling_policy}
+        base_env = {k: v for k, v in os.environ.items() if k not in NODE_ENV_NAMES}
+        base_env.update(self.settings.get("env") or {})
+        base_env.update(env or {})
+        if protocol == "node":
+            parent_end, child_end = channel_pair()
+            child_env = {**base_env, **node_env(child_end.fileno(), worker_id)}
+            pass_fds = [child_end.fileno()]
+        else:
+            parent_end, child_end = Channel.pair()
+            child_env = {**base_env, ENV_WORKER_ID: str(worker_id),
+                         ENV_IPC_FD: str(child_end.fileno()), ENV_POLICY: self.scheduling_policy}
+            pass_fds = [child_end.fileno(), *(s.fileno() for s in self.listen_socks)]
         stdio = self.settings.get("stdio")
         if stdio is None and self.settings.get("silent"):
             stdio = (subprocess.DEVNULL, subprocess.PIPE, subprocess.PIPE)
         stdin, stdout, stderr = stdio or (None, None, None)
         try:
             process = subprocess.Popen(
-                self.worker_argv(), env=child_env, cwd=self.settings.get("cwd"),
-                pass_fds=[child_end.fileno(), *(s.fileno() for s in self.listen_socks)],
+                argv, env=child_env, cwd=self.settings.get("cwd"), pass_fds=pass_fds,
                 stdin=stdin, stdout=stdout, stderr=stderr,
             )
+        except BaseException:
+            parent_end.close()
+            raise
         finally:
             child_end.close()
-        worker = self.attach(worker_id, parent_end, process)
+        worker = self.attach(worker_id, parent_end, process, protocol=protocol)
         threading.Thread(target=self._reap, args=(worker,), daemon=True,
                          name=f"corral-cluster-reap-{worker_id}").start()
         return worker
@@ -291,15 +347,62 @@ class Primary(EventEmitter):
                     worker.listening.append(entry.get("info", {}))
         return worker
 
-    def attach(self, worker_id: int, sock: socket.socket, process: Any = None) -> Worker:
-        """Adopt a worker spawned by someone else (its end of the channel and its process)."""
+    def attach(self, worker_id: int, sock: socket.socket, process: Any = None,
+               protocol: str = "python") -> Worker:
+        """Adopt a worker spawned by someone else: its end of the channel and its process
+        (anything with .pid, or None; then call worker_exited() when it ends).
+
+        protocol="python": a corral worker (`python -m corral.cluster.bootstrap`, the channel
+        from ipc.Channel.pair()); protocol="node": a `node app.js` given node.channel_pair()'s
+        child end with node.node_env(fd_in_child, worker_id)."""
+        if protocol not in PROTOCOLS:
+            raise ClusterError(f"unknown worker protocol {protocol!r}; valid: "
+                               f"{', '.join(PROTOCOLS)}")
         self._freeze()
-        worker = Worker(self, worker_id, Channel(sock), process)
+        channel: Channel | NodeWorkerChannel = (
+            NodeWorkerChannel(sock) if protocol == "node" else Channel(sock))
+        worker = Worker(self, worker_id, channel, process)
         with self._table_lock:
             self.workers[worker_id] = worker
-        self.io.add_reader(worker.channel.sock, lambda: self._on_readable(worker))
+        callback = self._io_callback(worker)
+        self.io.add_reader(channel.sock, callback)
+        if isinstance(channel, NodeWorkerChannel):
+            channel.raw.on_write_interest = lambda: self._update_interest(worker, callback)
         self._emit_both("fork", worker)
         return worker
+
+    def _io_callback(self, worker: Worker) -> Any:
+        channel = worker.channel
+
+        def on_event() -> None:
+            if isinstance(channel, NodeWorkerChannel) and channel.raw.wants_write:
+                try:
+                    channel.flush()
+                except ChannelClosed:
+                    pass  # shows as the end of stream when reading
+            self._on_readable(worker)
+
+        return on_event
+
+    def _update_interest(self, worker: Worker, callback: Any) -> None:
+        """Watch a Node channel for writability while it has output it could not write."""
+        channel = worker.channel
+
+        def apply() -> None:
+            if channel.closed:
+                return
+            events = selectors.EVENT_READ
+            if isinstance(channel, NodeWorkerChannel) and channel.raw.wants_write:
+                events |= selectors.EVENT_WRITE
+            try:
+                self.io.selector.modify(channel.sock, events, callback)
+            except (KeyError, ValueError, OSError):
+                pass
+
+        if self.io.in_thread():
+            apply()
+        else:
+            self.io.call_soon(apply)
 
     def _reap(self, worker: Worker) -> None:
         code = worker.process.wait()
@@ -340,6 +443,9 @@ class Primary(EventEmitter):
                 self._dispatch(worker, message, fds)
             except Exception:  # noqa: BLE001
                 log.exception("worker %d: message %r failed", worker.id, message.get("act"))
+        if getattr(worker.channel, "has_input", False):
+            # a Node channel reads many messages at once: the socket will not wake for these
+            self.io.call_soon(self._on_readable, worker)
 
     def _dispatch(self, worker: Worker, message: dict[str, Any], fds: list[int]) -> None:
         if "user" in message:
@@ -376,10 +482,14 @@ class Primary(EventEmitter):
         elif act == "exitedAfterDisconnect":
             worker.exited_after_disconnect = True
             worker.channel.send({"ack": message.get("seq")})
+        else:
+            log.warning("worker %d: unknown message %.300r, ignored", worker.id, message)
 
     def _query_server(self, worker: Worker, query: dict[str, Any]) -> None:
         seq = query.get("seq")
         if worker.exited_after_disconnect:
+            if worker.protocol == "node":
+                return  # as Node's primary: no answer (an error would crash a clean exit)
             worker.channel.send({"ack": seq, "errno": errno.ECONNABORTED,
                                  "error": "the worker is leaving"})
             return
@@ -391,6 +501,8 @@ class Primary(EventEmitter):
                     handle = self._new_handle(key, query)
                     self.handles[key] = handle
                 reply, fds = handle.add(worker)
+                if handle.data is None and query.get("data") is not None:
+                    handle.data = query["data"]
         except OSError as exc:
             worker.channel.send({"ack": seq, "errno": exc.errno or errno.EINVAL,
                                  "error": exc.strerror or str(exc)})
@@ -400,6 +512,7 @@ class Primary(EventEmitter):
             return
         reply["policy"] = handle.policy
         reply["key"] = list(key)
+        reply["data"] = handle.data
         worker.channel.send({"ack": seq, **reply}, fds)
 
     def _new_handle(self, key: tuple[Any, ...], query: dict[str, Any]) -> Handle:

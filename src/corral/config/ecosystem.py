@@ -16,8 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from corral.config.order import check_dependencies
 from corral.config.resolve import build_spec
-from corral.config.schema import EcosystemError, app_label, merge_env, normalize_app
+from corral.config.schema import (
+    EcosystemError,
+    app_label,
+    file_env,
+    merge_env,
+    normalize_app,
+)
 from corral.model.errors import CorralError
+from corral.model.names import NULL_LOG_PATHS
 
 if TYPE_CHECKING:
     from corral.model.spec import AppSpec
@@ -286,12 +293,7 @@ def _build(path: str, folder: str, index: int, app: dict[str, Any], options: dic
            env_name: str | None, base: dict[str, str], notes: list[str]) -> AppSpec:
     label = app_label(app, index)
     options = dict(options)
-    overrides_in = dict(options.get("env", {}))
-    envs = options.get("_envs", {})
-    if env_name is not None and env_name in envs:
-        overrides_in.update(envs[env_name])
-    if options.get("port") is not None:
-        overrides_in["PORT"] = str(options["port"])
+    overrides_in = file_env(options, env_name)
     env = merge_env(base, options, env_name)
     script = options.pop("script")
     cwd = options.pop("cwd", None)
@@ -304,7 +306,7 @@ def _build(path: str, folder: str, index: int, app: dict[str, Any], options: dic
         options["name"] = f"{options['name']}-{env_name}"
     for key in ("out_file", "error_file"):
         target = options.get(key)
-        if target and target not in ("NULL", "/dev/null"):
+        if target and target not in NULL_LOG_PATHS:
             full = os.path.join(cwd, os.path.expanduser(target))
             _check_log_folder(path, label, key, full)
     log_file = options.get("log_file")

@@ -16,6 +16,7 @@ from typing import Any
 
 from corral.model.apps import is_python_app
 from corral.model.errors import CorralError
+from corral.model.names import NULL_LOG_PATHS
 from corral.model.spec import AppSpec
 
 # interpreter by extension (PM2's table, with Python run by corral's own Python)
@@ -225,6 +226,6 @@ def choose_exec_mode(spec: AppSpec, asked: str | None, instances_given: bool) ->
 
 
 def _abs_log_path(path: str, cwd: str) -> str:
-    if path in ("NULL", "/dev/null"):
+    if path in NULL_LOG_PATHS:
         return "/dev/null"
     return os.path.join(cwd, os.path.expanduser(path))

@@ -12,7 +12,6 @@ import difflib
 import ipaddress
 import json
 import math
-import os
 import re
 import shlex
 import socket
@@ -25,6 +24,7 @@ from typing import Any
 from corral.model.cron import next_cron_time
 from corral.model.errors import CorralError
 from corral.model.health import DEFAULTS as HEALTH_DEFAULTS
+from corral.model.names import POLICIES
 
 
 class EcosystemError(CorralError):
@@ -190,8 +190,8 @@ def to_health(value: Any) -> dict[str, Any]:
 
 def to_policy(value: Any) -> str:
     text = to_str(value).lower()
-    if text not in ("shared", "rr", "reuseport"):
-        raise BadValue("expected shared, rr or reuseport")
+    if text not in POLICIES:
+        raise BadValue(f"expected {', '.join(POLICIES[:-1])} or {POLICIES[-1]}")
     return text
 
 
@@ -400,9 +400,21 @@ def normalize_app(app: Any, index: int, source: str, env_name: str | None) -> No
     return Normalized(options, warnings)
 
 
+def file_env(options: dict[str, Any], env_name: str | None) -> dict[str, str]:
+    """What a file sets, in PM2's precedence: env <- env_<name> <- port (as PORT)."""
+    env = dict(options.get("env", {}))
+    envs = options.get("_envs", {})
+    if env_name is not None and env_name in envs:
+        env.update(envs[env_name])
+    if options.get("port") is not None:
+        env["PORT"] = str(options["port"])
+    return env
+
+
 def merge_env(base: dict[str, str], options: dict[str, Any], env_name: str | None
               ) -> dict[str, str]:
-    """PM2's precedence: the CLI's environment (filtered) <- env <- env_<name> (<- port)."""
+    """The environment an app gets: the CLI's (filtered by filter_env) <- file_env().
+    Takes filter_env, env, _envs and port out of options."""
     filter_env = options.pop("filter_env", False)
     if filter_env is True:
         env: dict[str, str] = {}
@@ -410,22 +422,10 @@ def merge_env(base: dict[str, str], options: dict[str, Any], env_name: str | Non
         env = {k: v for k, v in base.items() if not any(f in k for f in filter_env)}
     else:
         env = dict(base)
-    env.update(options.pop("env", {}))
-    envs = options.pop("_envs", {})
-    if env_name is not None and env_name in envs:
-        env.update(envs[env_name])
-    port = options.pop("port", None)
-    if port is not None:
-        env["PORT"] = str(port)
+    env.update(file_env(options, env_name))
+    for key in ("env", "_envs", "port"):
+        options.pop(key, None)
     return env
-
-
-def default_env_names(apps: list[dict[str, Any]]) -> set[str]:
-    return {name for app in apps for name in app.get("_envs", {})}
-
-
-def expand_home(path: str) -> str:
-    return os.path.expanduser(path)
 
 
 def validate_health(data: Any) -> dict[str, Any]:

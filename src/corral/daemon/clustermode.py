@@ -27,11 +27,11 @@ from corral.cluster.primary import (
     check_policy,
 )
 from corral.model.apps import worker_python
+from corral.model.names import DEFAULT_POLICY
 from corral.model.spec import AppSpec
 
 log = logging.getLogger("corral.cluster")
 
-DEFAULT_POLICY = "shared"
 
 
 def worker_argv(spec: AppSpec, python: str) -> list[str]:

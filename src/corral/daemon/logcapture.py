@@ -3,7 +3,7 @@
 Each stream goes through a named pipe (FIFO) in CORRAL_HOME/pipes. The child
 gets the FIFO opened read-write, so it always holds a reader of its own: when
 the daemon is gone, writes fill the pipe and then wait instead of failing with
-EPIPE (which kills chatty PM2 children, reference/pm2.md §4.6). The daemon
+EPIPE (which kills chatty PM2 children; docs/logs.md). The daemon
 opens the same FIFO read-write and non-blocking, so it never sees EOF between
 restarts, and a new daemon simply reopens it and reads what waited there.
 
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.model.logformat import compile_date_format, json_line
+from corral.model.names import NULL_LOG_PATHS
 
 log = logging.getLogger("corral.logs")
 
@@ -36,7 +37,6 @@ PIPE_SIZE = 1024 * 1024
 READ_SIZE = 256 * 1024
 PARTIAL_FLUSH_S = 0.5  # a line without its newline reaches the file this soon
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-NULL_PATHS = ("/dev/null", "NULL")
 
 
 def make_fifo(path: str) -> None:
@@ -62,7 +62,7 @@ def open_child_end(path: str) -> int:
 
 def open_log_file(path: str) -> int:
     """Open (creating its folder) a log file for appending; raise OSError if impossible."""
-    if path in NULL_PATHS:
+    if path in NULL_LOG_PATHS:
         return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
     folder = os.path.dirname(path)
     if folder:
@@ -125,7 +125,7 @@ class LogFile:
 
     def _due(self) -> bool:
         rotation = self.rotation
-        if self.path in NULL_PATHS:
+        if self.path in NULL_LOG_PATHS:
             return False
         if rotation.max_bytes and self.size >= rotation.max_bytes:
             return True

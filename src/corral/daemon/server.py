@@ -23,11 +23,14 @@ import traceback
 from typing import Any
 
 from corral.daemon.metrics import TreeMetrics
-from corral.daemon.supervisor import ONLINE, RUNNING, WAITING, Instance, Supervisor
+from corral.daemon.supervisor import Instance, Supervisor
 from corral.model.errors import CorralError
+from corral.model.names import DEFAULT_POLICY
 from corral.model.spec import AppSpec
+from corral.model.states import ONLINE, RUNNING, WAITING
+from corral.model.targets import Entry, select
 from corral.model.version import __version__
-from corral.model.wire import HEADER, MAX_FRAME, encode
+from corral.model.wire import HEADER, MAX_FRAME, encode, error_frame
 from corral.store.home import Home, home_from_env
 from corral.store.state import read_state, write_state
 
@@ -123,7 +126,7 @@ class Daemon:
         self.server.close()
         for cluster in self.supervisor.clusters.values():
             cluster.close()
-        for path in (self.home.socket, os.path.join(self.home.root, "cluster.sock")):
+        for path in (self.home.socket, self.home.cluster_socket):
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -150,8 +153,9 @@ class Daemon:
 
     def _open_cluster_door(self, loop: asyncio.AbstractEventLoop) -> None:
         """CORRAL_HOME/cluster.sock: where cluster workers that outlived their daemon knock
-        to hand their listeners back (decision 4: the daemon owns the listeners)."""
-        path = os.path.join(self.home.root, "cluster.sock")
+        to hand their listeners back (the daemon owns the listeners:
+        docs/cluster-mode.md)."""
+        path = self.home.cluster_socket
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -251,7 +255,7 @@ class Daemon:
                 data["status"] = ONLINE
             data["pid"] = 0
             snapshot.append(data)
-        await asyncio.gather(*(self.supervisor.stop_locked(i)
+        await asyncio.gather(*(self.supervisor.stop(i)
                                for i in list(self.supervisor.instances.values())))
         self.save(snapshot)
         self.shutdown.set()
@@ -264,9 +268,9 @@ class Daemon:
         if uid != os.getuid():
             log.warning("refused a connection from uid %d (the daemon belongs to uid %d)",
                         uid, os.getuid())
-            writer.write(encode({"id": 0, "error": {
-                "message": f"refused: this corral daemon belongs to uid {os.getuid()}, "
-                           f"you are uid {uid}; use your own CORRAL_HOME", "code": 1}}))
+            writer.write(encode(error_frame(
+                0, f"refused: this corral daemon belongs to uid {os.getuid()}, you are uid "
+                   f"{uid}; use your own CORRAL_HOME")))
             await writer.drain()
             # let the peer send its request and read the answer before the socket closes
             try:
@@ -305,16 +309,14 @@ class Daemon:
         rid = request.get("id", 0)
         method = getattr(self, f"rpc_{request.get('method')}", None)
         if method is None:
-            return {"id": rid, "error": {"message": f"unknown method {request.get('method')!r}",
-                                         "code": 1}}
+            return error_frame(rid, f"unknown method {request.get('method')!r}")
         try:
             result = await method(**request.get("params", {}))
         except CorralError as exc:
-            return {"id": rid, "error": {"message": exc.message, "code": exc.code}}
+            return error_frame(rid, exc.message, exc.code)
         except Exception as exc:  # noqa: BLE001 - the daemon must survive any request
             log.error("request %s failed:\n%s", request.get("method"), traceback.format_exc())
-            return {"id": rid, "error": {"message": f"internal error: {exc!r} (see "
-                                         f"{self.home.daemon_log})", "code": 2}}
+            return error_frame(rid, f"internal error: {exc!r} (see {self.home.daemon_log})", 2)
         return {"id": rid, "result": result}
 
     async def stream_logs(self, request: dict[str, Any], reader: asyncio.StreamReader,
@@ -325,8 +327,7 @@ class Daemon:
             ids = ({i.record.pm_id for i in self.resolve(params["targets"])}
                    if params.get("targets") else None)
         except CorralError as exc:
-            writer.write(encode({"id": request.get("id"), "error": {"message": exc.message,
-                                                                     "code": exc.code}}))
+            writer.write(encode(error_frame(request.get("id"), exc.message, exc.code)))
             await writer.drain()
             return
         follower = Follower(ids, set(params.get("types") or ("out", "err", "daemon")))
@@ -369,7 +370,7 @@ class Daemon:
             data["monit"] = {"cpu": cpu, "memory": memory}
             cluster = self.supervisor.clusters.get(inst.record.spec.name)
             data["cluster_policy"] = cluster.policy if cluster else (
-                inst.record.spec.cluster_policy or "shared")
+                inst.record.spec.cluster_policy or DEFAULT_POLICY)
             data["attached"] = bool(inst.proc and inst.proc.worker is not None)
             data["watching"] = self.supervisor.triggers.watching(inst.record.spec.name)
             data["log_write_error"] = next((f.error for f in inst.files if f.error), None)
@@ -380,32 +381,9 @@ class Daemon:
     def resolve(self, targets: list[dict[str, Any]]) -> list[Instance]:
         """Targets (name, id, namespace, script path, `all`) -> instances; unknown is an error."""
         table = self.supervisor.instances
-        chosen: dict[int, Instance] = {}
-        unknown = []
-        for target in targets:
-            name = str(target.get("name", ""))
-            path = target.get("path")
-            if name == "all":
-                matched = list(table.values())
-            else:
-                matched = [i for i in table.values() if i.record.spec.name == name]
-                if not matched and name.isdigit() and int(name) in table:
-                    matched = [table[int(name)]]
-                if not matched:
-                    matched = [i for i in table.values() if i.record.spec.namespace == name]
-                if not matched and path:
-                    matched = [i for i in table.values() if i.record.spec.exec_path == path]
-            if not matched and name != "all":
-                unknown.append(name)
-            for inst in matched:
-                chosen[inst.record.pm_id] = inst
-        if unknown:
-            listed = ", ".join(repr(u) for u in unknown)
-            raise CorralError(
-                f"unknown target {listed}: no app, id, namespace or script of that name; "
-                "`corral list` shows what exists"
-            )
-        return [chosen[k] for k in sorted(chosen)]
+        entries = {pm_id: Entry(i.record.spec.name, i.record.spec.namespace,
+                                i.record.spec.exec_path) for pm_id, i in table.items()}
+        return [table[pm_id] for pm_id in select(targets, entries)]
 
     # ---- RPC methods -------------------------------------------------------
 
@@ -508,7 +486,7 @@ class Daemon:
     async def _each(self, targets: list[dict[str, Any]], action: str) -> dict[str, Any]:
         instances = self.resolve(targets)
         operation = {
-            "stop": self.supervisor.stop_locked,
+            "stop": self.supervisor.stop,
             "restart": self.supervisor.restart,
             "delete": self.supervisor.delete,
         }[action]
@@ -587,7 +565,7 @@ class Daemon:
             added = self._add_instances(spec, target - len(instances))
             await self._settled(added)
         elif target < len(instances):
-            doomed = sorted(instances, key=lambda i: i.record.instance)[target:]
+            doomed = sorted(instances, key=lambda i: i.record.instance_index)[target:]
             await asyncio.gather(*(self.supervisor.delete(i) for i in doomed))
             removed = [i.record.pm_id for i in doomed]
             for inst in instances:

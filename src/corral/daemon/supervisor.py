@@ -2,8 +2,8 @@
 
 Every status change goes through Supervisor.transition(), which refuses an
 illegal move and logs the legal ones. Exits reach us through a pidfd watched
-by the event loop (no polling); the restart policy is PM2's (reference/pm2.md
-§4): any exit restarts unless autorestart is off or the code is a stop code;
+by the event loop (no polling); the restart policy is PM2's
+(docs/lifecycle.md, "The restart policy"): any exit restarts unless autorestart is off or the code is a stop code;
 short runs count as unstable and too many of them end in `errored`; delays are
 fixed or grow ×1.5 up to 15 s and reset after 30 s up.
 """
@@ -24,6 +24,7 @@ from typing import Any
 
 import psutil
 
+from corral.cluster.child import ENV_DOOR
 from corral.cluster.primary import Worker
 from corral.daemon import metrics
 from corral.daemon.clustermode import ClusterApp, import_path, worker_argv
@@ -36,35 +37,26 @@ from corral.daemon.logcapture import (
     open_child_end,
 )
 from corral.daemon.triggers import Triggers
+from corral.model import states
 from corral.model.spec import (
     EXP_BACKOFF_CAP_MS,
     EXP_BACKOFF_RESET_MS,
     AppSpec,
     InstanceRecord,
 )
+from corral.model.states import (
+    ERRORED,
+    LAUNCHING,
+    ONLINE,
+    STOPPED,
+    STOPPING,
+    WAITING,
+    restore_path,
+)
 from corral.store.home import Home
 from corral.store.state import is_same_process
 
 log = logging.getLogger("corral.supervisor")
-
-LAUNCHING = "launching"
-ONLINE = "online"
-STOPPING = "stopping"
-STOPPED = "stopped"
-ERRORED = "errored"
-WAITING = "waiting restart"
-
-# status -> the statuses it may move to
-LEGAL: dict[str, frozenset[str]] = {
-    STOPPED: frozenset({LAUNCHING}),
-    ERRORED: frozenset({LAUNCHING, STOPPED}),
-    LAUNCHING: frozenset({ONLINE, ERRORED, STOPPED, STOPPING, WAITING, LAUNCHING}),
-    ONLINE: frozenset({STOPPING, STOPPED, ERRORED, WAITING, LAUNCHING}),
-    WAITING: frozenset({LAUNCHING, STOPPED}),
-    STOPPING: frozenset({STOPPED, ERRORED}),
-}
-
-RUNNING = frozenset({LAUNCHING, ONLINE, STOPPING})
 
 QUIET_SETTLE_S = 0.5
 
@@ -76,10 +68,6 @@ def now_ms() -> int:
 def safe_name(name: str) -> str:
     """A name usable in a file name (PM2 replaces the same characters)."""
     return re.sub(r"[^a-zA-Z0-9._-]", "-", name)
-
-
-class IllegalTransition(RuntimeError):
-    pass
 
 
 class SpawnError(Exception):
@@ -157,8 +145,7 @@ class Supervisor:
     def transition(self, inst: Instance, status: str, reason: str | None = None) -> None:
         """Move an instance to a new status; refuse moves the state machine does not have."""
         rec = inst.record
-        if status not in LEGAL.get(rec.status, frozenset()):
-            raise IllegalTransition(f"{rec.spec.name} (id {rec.pm_id}): {rec.status} -> {status}")
+        states.check(rec.spec.name, rec.pm_id, rec.status, status)
         log.info(
             "%s (id %d): %s -> %s%s",
             rec.spec.name,
@@ -180,7 +167,7 @@ class Supervisor:
                       key=lambda i: i.record.pm_id)
 
     def lowest_free_index(self, name: str) -> int:
-        used = {i.record.instance for i in self.instances.values() if i.record.spec.name == name}
+        used = {i.record.instance_index for i in self.instances.values() if i.record.spec.name == name}
         index = 0
         while index in used:
             index += 1
@@ -219,7 +206,7 @@ class Supervisor:
         record = InstanceRecord(
             pm_id=pm_id,
             spec=spec,
-            instance=index,
+            instance_index=index,
             created_at=now_ms(),
             out_log_path=out,
             err_log_path=err,
@@ -275,11 +262,11 @@ class Supervisor:
     def child_env(self, rec: InstanceRecord) -> dict[str, str]:
         spec = rec.spec
         env = dict(spec.env)
-        env[spec.instance_var] = str(rec.instance)
+        env[spec.instance_var] = str(rec.instance_index)
         if spec.increment_var:
             base = env.get(spec.increment_var, "")
             if base.lstrip("-").isdigit():
-                env[spec.increment_var] = str(int(base) + rec.instance)
+                env[spec.increment_var] = str(int(base) + rec.instance_index)
         env["CORRAL_PM_ID"] = str(rec.pm_id)
         env["CORRAL_APP_NAME"] = spec.name
         env["CORRAL_HOME"] = self.home.root
@@ -308,6 +295,7 @@ class Supervisor:
             pass_fds = (child_end.fileno(),)
             argv = worker_argv(spec, sys.executable)
             shim = import_path(self.home.root)
+            env[ENV_DOOR] = self.home.cluster_socket
             env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH")) if p)
         else:
             argv = spec.argv()
@@ -557,8 +545,9 @@ class Supervisor:
 
     # ---- stopping ----------------------------------------------------------
 
-    async def stop(self, inst: Instance, reason: str = "stop requested") -> None:
-        """Signal the process tree, SIGKILL it after kill_timeout, end `stopped`."""
+    async def _stop_held(self, inst: Instance, reason: str = "stop requested") -> None:
+        """stop() with the instance's lock held: signal the process tree, SIGKILL it after
+        kill_timeout, end `stopped`."""
         rec = inst.record
         self._cancel_timer(inst)
         if not inst.alive:
@@ -634,12 +623,15 @@ class Supervisor:
 
     # ---- whole-instance operations -----------------------------------------
 
+    # Each public operation takes the instance's lock; its `_held` twin expects it held.
+
     async def restart(self, inst: Instance) -> None:
         async with inst.lock:
-            await self._restart(inst)
+            await self._restart_held(inst)
 
-    async def _restart(self, inst: Instance) -> None:
-        await self.stop(inst, "restart requested")
+    async def _restart_held(self, inst: Instance) -> None:
+        """restart() with the instance's lock held."""
+        await self._stop_held(inst, "restart requested")
         rec = inst.record
         if rec.status == ERRORED and inst.alive:
             return
@@ -664,17 +656,17 @@ class Supervisor:
             previous = rec.spec
             if new_spec is not None:
                 rec.spec = new_spec
-            failure = await self._reload(inst)
+            failure = await self._reload_held(inst)
             if failure is not None:
                 rec.spec = previous
             return failure
 
-    async def _reload(self, inst: Instance) -> str | None:
+    async def _reload_held(self, inst: Instance) -> str | None:
         """reload() with the lock held."""
         rec = inst.record
         spec = rec.spec
         if spec.exec_mode != "cluster" or rec.status != ONLINE or inst.proc is None:
-            await self._restart(inst)
+            await self._restart_held(inst)
             return None
         old = inst.proc
         try:
@@ -723,13 +715,13 @@ class Supervisor:
             rec.prev_restart_delay_ms = 0
             self.launch(inst)
 
-    async def stop_locked(self, inst: Instance) -> None:
+    async def stop(self, inst: Instance) -> None:
         async with inst.lock:
-            await self.stop(inst)
+            await self._stop_held(inst)
 
     async def delete(self, inst: Instance) -> None:
         async with inst.lock:
-            await self.stop(inst, "delete requested")
+            await self._stop_held(inst, "delete requested")
             self.forget(inst)
 
     def forget(self, inst: Instance) -> None:
@@ -776,23 +768,18 @@ class Supervisor:
             self.instances[rec.pm_id] = inst
             self.triggers.watch(inst)
             was = rec.status
-            if rec.pid and self.adopt(inst):
-                if was in (ONLINE, LAUNCHING):
-                    rec.status = ONLINE
-                else:
-                    # it should not be running (stopping, stopped, errored): finish the stop
-                    rec.status = ONLINE
-                    asyncio.ensure_future(self.stop_locked(inst))
-                continue
-            rec.pid = 0
-            rec.pid_create_time = 0.0
-            if was in (ONLINE, LAUNCHING, WAITING):
-                rec.status = STOPPED
+            alive = bool(rec.pid) and self.adopt(inst)
+            if not alive:
+                rec.pid = 0
+                rec.pid_create_time = 0.0
+            for status in restore_path(was, alive):
+                self.transition(inst, status)
+            if alive and was not in (ONLINE, LAUNCHING):
+                asyncio.ensure_future(self.stop(inst))  # it should not be running
+            elif not alive and was in (ONLINE, LAUNCHING, WAITING):
                 if was != WAITING:
                     rec.restart_time += 1
                 to_start.append(inst)
-            elif was == STOPPING:
-                rec.status = STOPPED
         self.on_change()
         return to_start
 

@@ -168,7 +168,7 @@ class Triggers:
             f" (+{len(paths) - 1} more)" if len(paths) > 1 else "")
         log.info("%s: %s", name, reason)
         for inst in [i for i in self.supervisor.instances_of(name) if i.alive]:
-            await self._restart(inst, reason)
+            await self._reload_for(inst, reason)
 
     def _limited(self) -> list[Instance]:
         return [i for i in self.supervisor.instances.values()
@@ -201,7 +201,7 @@ class Triggers:
         try:
             for inst, reason in todo:
                 if inst.alive:
-                    await self._restart(inst, reason)
+                    await self._reload_for(inst, reason)
         finally:
             self.memory_busy.discard(name)
 
@@ -218,7 +218,7 @@ class Triggers:
                 delay = next_cron_time(expression, time.time()) - time.time()
                 await asyncio.sleep(max(delay, 0.0))
                 for inst in [i for i in self.supervisor.instances_of(name) if i.alive]:
-                    await self._restart(inst, f"cron_restart {expression}")
+                    await self._reload_for(inst, f"cron_restart {expression}")
         finally:
             self.cron_tasks.pop(name, None)
 
@@ -251,7 +251,7 @@ class Triggers:
                     failures = 0
                     self._set_health(running, "unhealthy")
                     for inst in running:
-                        await self._restart(inst, f"unhealthy: {problem}")
+                        await self._reload_for(inst, f"unhealthy: {problem}")
                         inst.record.health = "unhealthy"
         finally:
             self.health_tasks.pop(name, None)
@@ -273,7 +273,8 @@ class Triggers:
         while await probe(check, spec.cwd) is not None:
             await asyncio.sleep(0.1)
 
-    async def _restart(self, inst: Instance, reason: str) -> None:
+    async def _reload_for(self, inst: Instance, reason: str) -> None:
+        """A trigger fired: reload the instance (a restart in fork mode), record why."""
         failure = await self.supervisor.reload(inst)
         inst.record.reason = failure or f"restarted: {reason}"
         self.supervisor.on_change()

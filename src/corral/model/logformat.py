@@ -12,7 +12,6 @@ _TOKENS = re.compile(r"\[[^\]]*\]|YYYY|YY|MMMM|MMM|MM|M|DD|D|dddd|ddd|HH|H|hh|h|
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
            "September", "October", "November", "December"]
 _DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-ISO = "YYYY-MM-DDTHH:mm:ss"  # PM2's --time
 
 
 def _offset(tm: time.struct_time, colon: bool) -> str:

@@ -1,7 +1,8 @@
 """What an app is (AppSpec) and what one running instance of it is (InstanceRecord).
 
 Both are plain dataclasses that travel as JSON between the CLI, the daemon and
-the persisted process list. Defaults are PM2's (reference/pm2.md §2.3).
+the persisted process list. Defaults are PM2's (docs/lifecycle.md,
+docs/ecosystem.md).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from corral.model import states
 
 DEFAULT_KILL_TIMEOUT_MS = 1600
 DEFAULT_MIN_UPTIME_MS = 1000
@@ -108,8 +111,8 @@ class InstanceRecord:
 
     pm_id: int
     spec: AppSpec
-    instance: int = 0
-    status: str = "stopped"
+    instance_index: int = 0  # 0..N-1 among the app's instances (spec.instances is N)
+    status: str = states.STOPPED
     pid: int = 0
     pid_create_time: float = 0.0
     restart_time: int = 0
@@ -141,5 +144,7 @@ class InstanceRecord:
     def from_dict(cls, data: dict[str, Any]) -> InstanceRecord:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
+        if "instance" in data and "instance_index" not in data:  # written by corral 0.1.0
+            values["instance_index"] = data["instance"]
         values["spec"] = AppSpec.from_dict(data["spec"])
         return cls(**values)

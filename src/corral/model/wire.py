@@ -13,6 +13,7 @@ json` pulls in `re` and `enum` (about 12 ms), which would be a quarter of
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 try:
     import _json
@@ -58,6 +59,11 @@ MAX_FRAME = 64 * 1024 * 1024
 
 class ProtocolError(Exception):
     pass
+
+
+def error_frame(request_id: Any, message: str, code: int = 1) -> dict[str, Any]:
+    """The one shape of an error reply: code 1 for the user's mistake, 2 for corral's."""
+    return {"id": request_id, "error": {"message": message, "code": code}}
 
 
 def encode(message: object) -> bytes:

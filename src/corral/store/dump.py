@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from corral.model import states
 from corral.model.errors import CorralError
 from corral.model.spec import AppSpec, InstanceRecord
 from corral.model.version import __version__
@@ -41,7 +42,7 @@ def build(records: Iterable[InstanceRecord]) -> dict[str, Any]:
             entry = apps[rec.spec.name] = {"spec": rec.spec.to_dict(), "instances": 0,
                                            "stopped": True}
         entry["instances"] += 1
-        if rec.status != "stopped":  # online, launching, errored...: start it again
+        if rec.status != states.STOPPED:  # online, launching, errored...: start it again
             entry["stopped"] = False
     return {"version": DUMP_VERSION, "corral": __version__,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "apps": list(apps.values())}

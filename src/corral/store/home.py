@@ -15,6 +15,8 @@ class Home:
     def __init__(self, root: str) -> None:
         self.root = root
         self.socket = os.path.join(root, "rpc.sock")
+        # where cluster workers that outlived their daemon knock (corral.cluster.child)
+        self.cluster_socket = os.path.join(root, "cluster.sock")
         self.daemon_lock = os.path.join(root, "daemon.lock")
         self.spawn_lock = os.path.join(root, "spawn.lock")
         self.pid_file = os.path.join(root, "corral.pid")
