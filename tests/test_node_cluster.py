@@ -257,6 +257,7 @@ def test_disconnect_lets_the_worker_finish_and_exit(node_cluster: Any, policy: s
     client = threading.Thread(target=lambda: slow.append(get(port, "/slow", timeout=30)))
     client.start()
     events.wait("message", leaving, match={"slow": "started", "pid": leaving.pid})
+    primary.quiet(leaving)  # what corral's reload does first: for Node, rr's rotation only
     leaving.disconnect()
     after: list[Any] = []
     if policy == "rr":  # taken off the rotation at once: a new client waits for the next

@@ -531,6 +531,7 @@ class Primary(EventEmitter):
         if not worker.connected:
             return
         worker.connected = False
+        self.io.remove_reader(worker.channel.sock)  # before its fd number can be reused
         worker.channel.close()
         self._remove_from_handles(worker)
         if worker.state != "dead":

@@ -17,12 +17,9 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
-
-import psutil
 
 from corral.cluster.child import ENV_DOOR
 from corral.cluster.primary import Worker
@@ -36,11 +33,18 @@ from corral.daemon.logcapture import (
     StreamCapture,
     open_child_end,
 )
+from corral.daemon.process import (
+    Proc,
+    SpawnError,
+    alive_in,
+    signal_tree,
+    wait_tree,
+    watch_exit,
+)
 from corral.daemon.triggers import Triggers
 from corral.model import states
+from corral.model.restart import after_exit
 from corral.model.spec import (
-    EXP_BACKOFF_CAP_MS,
-    EXP_BACKOFF_RESET_MS,
     AppSpec,
     InstanceRecord,
 )
@@ -70,36 +74,12 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^a-zA-Z0-9._-]", "-", name)
 
 
-class SpawnError(Exception):
-    """The process could not be started (the message says why)."""
-
-
 def _address_text(info: dict[str, Any]) -> str:
     if info.get("family") == "unix":
         return f"unix:{info.get('address')} ({info.get('policy')})"
     host = info.get("address")
     host = f"[{host}]" if info.get("family") == "IPv6" else host
     return f"{host}:{info.get('port')} ({info.get('policy')})"
-
-
-class Proc:
-    """One OS process of an instance (during a reload an instance has two for a moment)."""
-
-    def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None = None,
-                 create_time: float = 0.0) -> None:
-        self.pid = pid
-        self.popen = popen
-        self.create_time = create_time
-        self.exited = asyncio.Event()
-        self.returncode: int | None = None
-        self.worker: Worker | None = None  # its cluster channel, in cluster mode
-        self.listening = asyncio.Event()
-        self.ready = asyncio.Event()
-        self.addresses: list[dict[str, Any]] = []
-
-    @property
-    def alive(self) -> bool:
-        return not self.exited.is_set()
 
 
 class Instance:
@@ -327,7 +307,7 @@ class Supervisor:
         proc = Proc(popen.pid, popen, metrics.create_time(popen.pid))
         if cluster is not None:
             proc.worker = cluster.attach(worker_id, parent_end, popen)
-        self._watch_exit(inst, proc)
+        watch_exit(self.loop, proc, lambda: self._reaped(inst, proc))
         return proc
 
     def launch(self, inst: Instance) -> None:
@@ -388,38 +368,9 @@ class Supervisor:
         proc = Proc(rec.pid, None, rec.pid_create_time)
         inst.proc = proc
         rec.adopted = True
-        self._watch_exit(inst, proc)
+        watch_exit(self.loop, proc, lambda: self._reaped(inst, proc))
         log.info("%s (id %d): adopted pid %d", rec.spec.name, rec.pm_id, rec.pid)
         return True
-
-    def _watch_exit(self, inst: Instance, proc: Proc) -> None:
-        try:
-            fd = os.pidfd_open(proc.pid)
-        except (AttributeError, OSError):
-            self._watch_exit_thread(inst, proc)
-            return
-
-        def ready() -> None:
-            self.loop.remove_reader(fd)
-            os.close(fd)
-            self._reaped(inst, proc)
-
-        self.loop.add_reader(fd, ready)
-
-    def _watch_exit_thread(self, inst: Instance, proc: Proc) -> None:
-        """Fallback where pidfd is missing: a thread that blocks until the exit."""
-
-        def wait() -> None:
-            if proc.popen is not None:
-                proc.popen.wait()
-            else:
-                try:
-                    psutil.Process(proc.pid).wait()
-                except psutil.NoSuchProcess:
-                    pass
-            self.loop.call_soon_threadsafe(self._reaped, inst, proc)
-
-        threading.Thread(target=wait, daemon=True).start()
 
     def _reaped(self, inst: Instance, proc: Proc) -> None:
         rec = inst.record
@@ -483,55 +434,15 @@ class Supervisor:
                 proc.ready.set()
 
     def _after_exit(self, inst: Instance, code: int | None) -> None:
-        """PM2's exit policy: stop, restart (maybe after a delay), or errored."""
-        rec = inst.record
-        spec = rec.spec
-        how = describe_exit(rec)
-        if not spec.autorestart:
-            self.transition(inst, STOPPED, f"{how}; autorestart is off")
-            return
-        if code is not None and code >= 0 and code in spec.stop_exit_codes:
-            self.transition(inst, STOPPED, f"{how}, a stop exit code")
-            return
-        uptime = now_ms() - rec.pm_uptime
-        if uptime >= spec.min_uptime_ms:
-            rec.unstable_restarts = 0  # a stable run ends the streak
-        else:
-            # unlike PM2, the count does not depend on a window since the start: a crash
-            # loop that begins an hour after the start still ends in errored
-            rec.unstable_restarts += 1
-            if rec.unstable_restarts >= spec.max_restarts:
-                rec.unstable_restarts = 0
-                rec.created_at = None
-                cause = f" (last: {rec.last_error})" if rec.last_error else ""
-                self.transition(
-                    inst,
-                    ERRORED,
-                    f"{how} after {uptime} ms{cause}; too many unstable restarts "
-                    f"(max_restarts {spec.max_restarts}, min_uptime {spec.min_uptime_ms} ms); "
-                    f"see its error log, then `corral restart {spec.name}`",
-                )
-                return
-        delay = self.restart_delay(rec, uptime)
-        rec.restart_time += 1
-        if delay > 0:
-            self.transition(inst, WAITING, f"{how}; restarting in {delay} ms")
-            inst.restart_timer = self.loop.call_later(delay / 1000, self._delayed_launch, inst)
-        else:
+        """PM2's exit policy (model.restart): stop, restart (maybe after a delay), errored."""
+        decision = after_exit(inst.record, code, now_ms())
+        if decision.status == LAUNCHING:
             self.launch(inst)
-
-    @staticmethod
-    def restart_delay(rec: InstanceRecord, uptime_ms: int) -> int:
-        spec = rec.spec
-        if spec.exp_backoff_restart_delay_ms > 0:
-            previous = 0 if uptime_ms >= EXP_BACKOFF_RESET_MS else rec.prev_restart_delay_ms
-            if previous <= 0:
-                delay = spec.exp_backoff_restart_delay_ms
-            else:
-                delay = min(int(previous * 1.5), EXP_BACKOFF_CAP_MS)
-            rec.prev_restart_delay_ms = delay
-            return delay
-        return spec.restart_delay_ms
+            return
+        self.transition(inst, decision.status, decision.reason)
+        if decision.status == WAITING:
+            inst.restart_timer = self.loop.call_later(decision.delay_ms / 1000,
+                                                      self._delayed_launch, inst)
 
     def _delayed_launch(self, inst: Instance) -> None:
         inst.restart_timer = None
@@ -584,42 +495,17 @@ class Supervisor:
             try:
                 proc.worker.send("shutdown")
             except Exception:  # noqa: BLE001 - a closed channel: fall back to the signal
-                self._signal_tree(pid, tree, signal.Signals[spec.kill_signal])
+                signal_tree(pid, tree, signal.Signals[spec.kill_signal])
         else:
-            self._signal_tree(pid, tree, signal.Signals[spec.kill_signal])
-        done = await self._wait_tree(proc, tree, timeout)
+            signal_tree(pid, tree, signal.Signals[spec.kill_signal])
+        done = await wait_tree(self.loop, proc, tree, timeout)
         if not done:
             log.info("%s (id %d): pid %d still alive after %s ms, SIGKILL", spec.name,
                      inst.record.pm_id, pid, spec.kill_timeout_ms)
-            tree = _alive(tree) + metrics.descendants(pid)
-            self._signal_tree(pid, tree, signal.SIGKILL)
-            await self._wait_tree(proc, tree, timeout)
+            tree = alive_in(tree) + metrics.descendants(pid)
+            signal_tree(pid, tree, signal.SIGKILL)
+            await wait_tree(self.loop, proc, tree, timeout)
         return not proc.alive
-
-    @staticmethod
-    def _signal_tree(pid: int, tree: list[psutil.Process], sig: signal.Signals) -> None:
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        for proc in tree:
-            try:
-                proc.send_signal(sig)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
-
-    async def _wait_tree(self, proc: Proc, tree: list[psutil.Process], timeout: float) -> bool:
-        """Wait until the main process and every process of the tree are gone."""
-        deadline = self.loop.time() + timeout
-        try:
-            await asyncio.wait_for(proc.exited.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        while _alive(tree):
-            if self.loop.time() >= deadline:
-                return False
-            await asyncio.sleep(0.02)
-        return True
 
     # ---- whole-instance operations -----------------------------------------
 
@@ -796,21 +682,3 @@ async def _first(loop: asyncio.AbstractEventLoop, timeout: float, *waits: Any) -
             task.cancel()
 
 
-def _alive(tree: list[psutil.Process]) -> list[psutil.Process]:
-    """The processes of a tree snapshot that still run (zombies count as gone)."""
-    alive = []
-    for proc in tree:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
-        except psutil.Error:
-            pass
-    return alive
-
-
-def describe_exit(rec: InstanceRecord) -> str:
-    if rec.exit_signal:
-        return f"killed by {rec.exit_signal}"
-    if rec.exit_code is None:
-        return "exited (code unknown: adopted process)"
-    return f"exited with code {rec.exit_code}"

@@ -1,0 +1,378 @@
+"""The daemon's answers to requests: one `rpc_<method>` per method of the wire protocol
+(docs/architecture.md). Each handler validates, acts through the Supervisor, and
+returns the result the client prints; a CorralError becomes an error reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+from corral.model.errors import CorralError
+from corral.model.names import DEFAULT_POLICY
+from corral.model.spec import AppSpec
+from corral.model.targets import Entry, select
+from corral.model.version import __version__
+
+if TYPE_CHECKING:
+    from corral.daemon.metrics import TreeMetrics
+    from corral.daemon.metricsserver import MetricsServer
+    from corral.daemon.supervisor import Instance, Supervisor
+    from corral.store.home import Home
+
+log = logging.getLogger("corral.daemon")
+
+
+class Rpc:
+    """A part of the Daemon (a mixin): views, target resolution and the handlers."""
+
+    home: Home
+    supervisor: Supervisor
+    metrics: TreeMetrics
+    metrics_server: MetricsServer
+
+    def schedule_save(self) -> None:
+        raise NotImplementedError  # the Daemon's
+
+    def save(self, records: list[dict[str, Any]] | None = None) -> None:
+        raise NotImplementedError  # the Daemon's
+
+    def reopen_logs(self) -> int:
+        raise NotImplementedError  # the Daemon's
+
+    def view(self, with_env: bool = False) -> list[dict[str, Any]]:
+        instances = sorted(self.supervisor.instances.values(), key=lambda i: i.record.pm_id)
+        roots = {i.record.pid: i.record.pid_create_time for i in instances if i.record.pid}
+        sampled = self.metrics.collect(roots)
+        rows = []
+        for inst in instances:
+            data = inst.record.to_dict()
+            if not with_env:
+                data["spec"]["env"] = {}
+            cpu, memory = sampled.get(inst.record.pid, (0.0, 0))
+            data["monit"] = {"cpu": cpu, "memory": memory}
+            cluster = self.supervisor.clusters.get(inst.record.spec.name)
+            data["cluster_policy"] = cluster.policy if cluster else (
+                inst.record.spec.cluster_policy or DEFAULT_POLICY)
+            data["attached"] = bool(inst.proc and inst.proc.worker is not None)
+            data["watching"] = self.supervisor.triggers.watching(inst.record.spec.name)
+            data["log_write_error"] = next((f.error for f in inst.files if f.error), None)
+            data["log_dropped_bytes"] = sum(f.dropped_bytes for f in inst.files)
+            rows.append(data)
+        return rows
+
+    def resolve(self, targets: list[dict[str, Any]]) -> list[Instance]:
+        """Targets (name, id, namespace, script path, `all`) -> instances; unknown is an error."""
+        table = self.supervisor.instances
+        entries = {pm_id: Entry(i.record.spec.name, i.record.spec.namespace,
+                                i.record.spec.exec_path) for pm_id, i in table.items()}
+        return [table[pm_id] for pm_id in select(targets, entries)]
+
+    # ---- RPC methods -------------------------------------------------------
+
+    async def rpc_hello(self, version: str) -> dict[str, Any]:
+        return {"version": __version__, "pid": os.getpid()}
+
+    async def rpc_ping(self) -> str:
+        return "pong"
+
+    async def rpc_list(self, env: bool = False) -> list[dict[str, Any]]:
+        return self.view(with_env=env)
+
+    async def rpc_start(self, apps: list[dict[str, Any]]) -> dict[str, Any]:
+        specs = [AppSpec.from_dict(a) for a in apps]
+        for spec in specs:
+            if spec.force:
+                continue
+            running = [i for i in self.supervisor.instances.values()
+                       if i.record.spec.kind == spec.kind
+                       and i.record.spec.exec_path == spec.exec_path
+                       and (spec.exec_path or i.record.spec.script == spec.script)
+                       and i.record.spec.args == spec.args]
+            if running:
+                rec = running[0].record
+                raise CorralError(
+                    f"{spec.script} is already managed as {rec.spec.name!r} (id {rec.pm_id}); "
+                    f"use `corral restart {rec.spec.name}`, or -f to start it again"
+                )
+        started = []
+        for spec in specs:
+            started += self._add_instances(spec, spec.instances)
+        await self._settled(started)
+        return {"started": started, "list": self.view()}
+
+    async def _settled(self, ids: list[int]) -> None:
+        table = self.supervisor.instances
+        await self.supervisor.settled([table[i] for i in ids if i in table])
+
+    def _add_instances(self, spec: AppSpec, count: int) -> list[int]:
+        """Register `count` new instances of spec and launch them (unless autostart is off)."""
+        ids = []
+        for _ in range(count):
+            try:
+                inst = self.supervisor.add(spec, self.supervisor.lowest_free_index(spec.name))
+            except OSError as exc:
+                raise CorralError(
+                    f"cannot open the log files of {spec.name}: {exc.filename}: "
+                    f"{exc.strerror}; fix the folder's permissions or choose other files "
+                    "(-o/-e, or out_file/error_file in an ecosystem file)") from None
+            if spec.autostart:
+                self.supervisor.launch(inst)
+            ids.append(inst.record.pm_id)
+        return ids
+
+    async def rpc_apply(self, apps: list[dict[str, Any]], mode: str, parallel: int = 1
+                        ) -> dict[str, Any]:
+        """Apps of an ecosystem file: start those not registered; for those that are,
+        take the file's settings and restart them (mode restart), reload them one by
+        one (mode reload) or start them if they are not running (mode start)."""
+        specs = [AppSpec.from_dict(a) for a in apps]
+        if mode == "reload":
+            to_reload: list[Instance] = []
+            new_specs: dict[int, AppSpec] = {}
+            new: list[int] = []
+            for spec in specs:
+                existing = self.supervisor.instances_of(spec.name)
+                for inst in existing:
+                    # applied as each instance is reloaded: one a failed reload skips keeps
+                    # the settings it runs with
+                    new_specs[inst.record.pm_id] = AppSpec.from_dict(spec.to_dict())
+                    to_reload.append(inst)
+                if spec.instances > len(existing):
+                    new += self._add_instances(spec, spec.instances - len(existing))
+            return await self._reload(to_reload, parallel, started=new, new_specs=new_specs)
+        started: list[int] = []
+        restarted: list[int] = []
+        untouched: list[int] = []
+        jobs = []
+        for spec in specs:
+            existing = self.supervisor.instances_of(spec.name)
+            if not existing:
+                started += self._add_instances(spec, spec.instances)
+                continue
+            for inst in existing:
+                if mode == "start" and inst.alive:
+                    untouched.append(inst.record.pm_id)
+                    continue
+                inst.record.spec = AppSpec.from_dict(spec.to_dict())
+                jobs.append(self.supervisor.restart(inst) if mode == "restart"
+                            else self.supervisor.start_stopped(inst))
+                restarted.append(inst.record.pm_id)
+            if spec.instances > len(existing):
+                started += self._add_instances(spec, spec.instances - len(existing))
+        await asyncio.gather(*jobs)
+        await self._settled(started + restarted)
+        self.schedule_save()
+        return {"started": started, "restarted": restarted, "untouched": untouched,
+                "list": self.view()}
+
+    async def _each(self, targets: list[dict[str, Any]], action: str) -> dict[str, Any]:
+        instances = self.resolve(targets)
+        operation = {
+            "stop": self.supervisor.stop,
+            "restart": self.supervisor.restart,
+            "delete": self.supervisor.delete,
+        }[action]
+        await asyncio.gather(*(operation(inst) for inst in instances))
+        return {"ids": [i.record.pm_id for i in instances], "list": self.view()}
+
+    async def rpc_stop(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
+        for inst in self.resolve(targets):  # PM2: stop turns watching off
+            if inst.record.spec.watch:
+                inst.record.spec.watch = False
+                self.supervisor.triggers.unwatch(inst.record.spec.name)
+        result = await self._each(targets, "stop")
+        self.supervisor.close_idle_clusters()  # a stopped cluster app frees its port
+        return result
+
+    async def rpc_reload(self, targets: list[dict[str, Any]], parallel: int = 1,
+                         env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Rolling reload: `parallel` instances at a time (1 by default, PM2 does 2). With
+        env (--update-env), the shell part of the apps' environment is replaced first."""
+        instances = self.resolve(targets)
+        new_specs = {}
+        if env is not None:
+            for inst in instances:
+                spec = AppSpec.from_dict(inst.record.spec.to_dict())
+                spec.env = {**env, **spec.env_overrides}
+                new_specs[inst.record.pm_id] = spec
+        return await self._reload(instances, parallel, new_specs=new_specs)
+
+    async def _reload(self, instances: list[Instance], parallel: int,
+                      started: list[int] | None = None,
+                      new_specs: dict[int, AppSpec] | None = None) -> dict[str, Any]:
+        if parallel < 1:
+            raise CorralError(f"--parallel {parallel}: give 1 or more instances at a time")
+        gate = asyncio.Semaphore(parallel)
+        failures: list[str] = []
+
+        async def one(inst: Instance) -> None:
+            async with gate:
+                if failures:
+                    return  # a new worker failed to come up: leave the rest as they are
+                failure = await self.supervisor.reload(
+                    inst, (new_specs or {}).get(inst.record.pm_id))
+                if failure:
+                    failures.append(failure)
+
+        await asyncio.gather(*(one(i) for i in instances))
+        if started:
+            await self._settled(started)
+        self.schedule_save()
+        forked = sorted({i.record.spec.name for i in instances
+                         if i.record.spec.exec_mode != "cluster"})
+        return {"ids": [i.record.pm_id for i in instances], "failures": failures,
+                "started": started or [], "restarted_fork_apps": forked, "list": self.view()}
+
+    async def rpc_scale(self, name: str, count: str) -> dict[str, Any]:
+        """PM2's scale: N, +N or -N instances; new ones copy the first, lowest index reused."""
+        instances = self.supervisor.instances_of(name)
+        if not instances:
+            raise CorralError(f"unknown app {name!r}; `corral list` shows what exists")
+        text = str(count).strip()
+        try:
+            number = int(text)
+        except ValueError:
+            raise CorralError(f"scale {name} {text!r}: give a number, +N or -N") from None
+        target = len(instances) + number if text[:1] in "+-" else number
+        if target < 0:
+            raise CorralError(f"scale {name} {text}: {name} has {len(instances)} instances")
+        added: list[int] = []
+        removed: list[int] = []
+        if target > len(instances):
+            template = instances[0].record.spec
+            spec = AppSpec.from_dict(template.to_dict())
+            spec.instances = target
+            for inst in instances:
+                inst.record.spec.instances = target
+            added = self._add_instances(spec, target - len(instances))
+            await self._settled(added)
+        elif target < len(instances):
+            doomed = sorted(instances, key=lambda i: i.record.instance_index)[target:]
+            await asyncio.gather(*(self.supervisor.delete(i) for i in doomed))
+            removed = [i.record.pm_id for i in doomed]
+            for inst in instances:
+                inst.record.spec.instances = target
+        self.schedule_save()
+        return {"added": added, "removed": removed, "list": self.view()}
+
+    async def rpc_restart(self, targets: list[dict[str, Any]],
+                          env: dict[str, str] | None = None,
+                          toggle_watch: bool = False) -> dict[str, Any]:
+        if toggle_watch:  # PM2's `restart --watch`: on if it was off, off if it was on
+            instances = self.resolve(targets)
+            for name in {i.record.spec.name for i in instances}:
+                on = self.supervisor.triggers.watching(name)
+                for inst in instances:
+                    if inst.record.spec.name == name:
+                        inst.record.spec.watch = False if on else (
+                            inst.record.spec.watch or True)
+                if on:
+                    self.supervisor.triggers.unwatch(name)
+        result = await self._restart(targets, env)
+        if toggle_watch:
+            for inst in self.resolve(targets):
+                self.supervisor.triggers.watch(inst)
+        await self._settled(result["ids"])
+        result["list"] = self.view()
+        return result
+
+    async def _restart(self, targets: list[dict[str, Any]],
+                       env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Restart; with env (--update-env), the shell part of each app's environment is
+        replaced by it: variables that are gone are removed, the config's own stay."""
+        if env is not None:
+            for inst in self.resolve(targets):
+                spec = inst.record.spec
+                spec.env = {**env, **spec.env_overrides}
+            self.schedule_save()
+        return await self._each(targets, "restart")
+
+    async def rpc_delete(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self._each(targets, "delete")
+
+    async def rpc_reset(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
+        instances = self.resolve(targets)
+        for inst in instances:
+            inst.record.restart_time = 0
+            inst.record.unstable_restarts = 0
+            inst.record.created_at = int(time.time() * 1000)
+        self.schedule_save()
+        return {"ids": [i.record.pm_id for i in instances], "list": self.view()}
+
+    async def rpc_signal(self, signal_name: str, targets: list[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            sig = signal.Signals[signal_name] if not signal_name.isdigit() else signal.Signals(
+                int(signal_name))
+        except (KeyError, ValueError):
+            raise CorralError(f"unknown signal {signal_name!r}; use a name such as SIGUSR1 "
+                              "or a number") from None
+        instances = self.resolve(targets)
+        sent = []
+        for inst in instances:
+            if inst.record.pid:
+                try:
+                    os.kill(inst.record.pid, sig)
+                    sent.append(inst.record.pm_id)
+                except ProcessLookupError:
+                    pass
+        return {"ids": sent, "signal": sig.name}
+
+    async def rpc_log_files(self, targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        instances = self.resolve(targets) if targets else sorted(
+            self.supervisor.instances.values(), key=lambda i: i.record.pm_id)
+        return [{"pm_id": i.record.pm_id, "name": i.record.spec.name,
+                 "out": i.record.out_log_path, "err": i.record.err_log_path,
+                 "combined": i.record.log_path} for i in instances]
+
+    async def rpc_flush(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
+        """Empty the log files of the targets (all, and the daemon's log, without)."""
+        instances = self.resolve(targets) if targets else list(
+            self.supervisor.instances.values())
+        files = {f.path: f for i in instances for f in i.files}
+        for file in files.values():
+            file.truncate()
+        if not targets:
+            try:
+                os.truncate(self.home.daemon_log, 0)
+            except OSError:
+                pass
+        return {"files": sorted(files)}
+
+    async def rpc_reload_logs(self) -> dict[str, Any]:
+        return {"files": self.reopen_logs()}
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        from corral.daemon.metricsserver import snapshot
+
+        log_bytes = sum(f.written_bytes for f in self.supervisor.log_files.files.values())
+        return snapshot(self.view(), log_bytes)
+
+    async def rpc_metrics(self, port: int | None = None, host: str = "127.0.0.1",
+                          allow_remote: bool = False, stop: bool = False) -> dict[str, Any]:
+        """Serve (or stop serving) /metrics; without arguments, say where it is served."""
+        if stop:
+            await self.metrics_server.stop()
+        elif port is not None:
+            await self.metrics_server.start(host, port, allow_remote)
+        address = self.metrics_server.address
+        self.schedule_save()  # the next daemon serves it too
+        return {"url": f"http://{address[0]}:{address[1]}/metrics" if address else None}
+
+    async def rpc_save(self, force: bool = False) -> dict[str, Any]:
+        from corral.store import dump
+
+        data = dump.build(i.record for i in self.supervisor.instances.values())
+        path = dump.write(self.home, data, force)
+        log.info("saved %d app(s) to %s", len(data["apps"]), path)
+        return {"path": path, "apps": [a["spec"]["name"] for a in data["apps"]]}
+
+    async def rpc_kill(self) -> dict[str, Any]:
+        instances = list(self.supervisor.instances.values())
+        await asyncio.gather(*(self.supervisor.delete(i) for i in instances))
+        self.save()
+        return {"stopped": len(instances)}
