@@ -9,7 +9,6 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corral.client.api import API
 from corral.config.ecosystem import load
 from corral.config.schema import ALIASES, KEYS
 from corral.model.errors import CorralError
@@ -55,6 +54,6 @@ def test_loader_raises_only_its_own_errors(top: object, script: str | None,
         return
     path.write_text(text)  # JSON is also YAML
     try:
-        load(API(), str(path), env_name=env_name, base_env={"PATH": "/usr/bin:/bin"})
+        load(str(path), env_name=env_name, base_env={"PATH": "/usr/bin:/bin"})
     except CorralError:
         pass

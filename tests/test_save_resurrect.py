@@ -181,7 +181,7 @@ def test_startup_as_a_user_prints_the_sudo_command(corral: Corral) -> None:
     code = ("import os, sys\n"
             f"sys.path[:0] = {sys.path!r}\n"
             # import first: the interpreter's own files may be unreadable to nobody
-            "from corral import startup\n"
+            "from corral.client import startup\n"
             "if os.getuid() == 0:\n"
             "    os.setgid(65534); os.setuid(65534)\n"
             f"text, notes = startup.install(None, None, None, None, None, False, {str(home)!r})\n"
