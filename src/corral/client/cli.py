@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--env", "--show-env", dest="show_env", action="store_true",
                           help="also print the environment values (hidden by default)")
 
-    sub.add_parser("list", aliases=["ls", "l", "ps", "status"], help="list the apps",
+    sub.add_parser("list", aliases=list(LIST_COMMANDS[1:]), help="list the apps",
                    description="The process table. Colours follow NO_COLOR and the terminal.")
     jlist = sub.add_parser("jlist", help="the process list as JSON, in PM2's shape",
                            description="Print the process list as PM2's `jlist` JSON array.")
@@ -351,140 +351,196 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def run(args: argparse.Namespace, app_args: list[str]) -> int:
+    """Run the command argparse found: one cmd_<name> function per command (COMMANDS)."""
     from corral.client.api import API
 
-    api = API()
-    command = args.command
-    if command in ("list", "ls", "l", "ps", "status"):
-        print_table(api.list())
-    elif command == "jlist":
-        print_jlist(api.list(env=args.show_env))
-    elif command == "start":
-        return cmd_start(api, args, app_args)
-    elif command in ("reload", "startOrReload"):
-        import os
+    return HANDLERS[args.command](API(), args, app_args)
 
-        file = ecosystem_target(args.targets)
-        if file is not None:
-            loaded = api.load_file(file, args.env_name, only_list(args))
-            warn(loaded.warnings)
-            result = api.apply(loaded.specs, "reload", parallel=getattr(args, "parallel", 1))
-        elif command == "startOrReload":
-            raise CorralError(f"{args.targets[0]}: startOrReload takes an ecosystem file")
-        elif args.env_name:
-            raise CorralError("--env applies an ecosystem file's env_<name>: give the file "
-                              "(`corral reload ecosystem.config.py --env NAME`), or use "
-                              "--update-env to take this shell's environment")
-        else:
-            result = api.reload(args.targets, parallel=args.parallel,
-                                env=dict(os.environ) if args.update_env else None)
-        for name in result["restarted_fork_apps"]:
-            print(f"corral: {name} runs in fork mode, which has no zero-downtime reload; "
-                  "it was restarted", file=sys.stderr)
-        print_table(result["list"])
-        for failure in result["failures"]:
-            print(f"corral: error: {failure}", file=sys.stderr)
-        return 1 if result["failures"] else 0
-    elif command in ("logs", "log"):
-        from corral.client import logview, render
 
-        types = ["err"] if args.err else ["out"] if args.out else ["out", "err", "daemon"]
-        return logview.show(api, args.targets, args.lines, types, args.raw, args.json,
-                            args.timestamp, not args.nostream, render.use_colour())
-    elif command == "flush":
-        result = api.client.call("flush", targets=api.targets(args.targets))
-        print(f"corral: emptied {len(result['files'])} log file(s)")
-    elif command in ("reloadLogs", "reload-logs"):
-        result = api.client.call("reload_logs")
-        print(f"corral: reopened {result['files']} log file(s)")
-    elif command in ("monit", "dashboard", "dash"):
-        from corral.client import monit
-
-        return monit.run(api)
-    elif command == "metrics":
-        result = api.client.call("metrics", port=args.port, host=args.host,
-                                 allow_remote=args.allow_remote, stop=args.stop)
-        print(result["url"] or "corral: metrics are not served (corral metrics --port N)")
-    elif command == "scale":
-        result = api.scale(args.name, args.count)
-        print_table(result["list"])
-    elif command in ("stop", "restart", "delete", "del", "reset", "startOrRestart"):
-        action = {"del": "delete", "startOrRestart": "restart"}.get(command, command)
-        file = ecosystem_target(args.targets)
-        if file is not None:
-            result = act_on_file(api, action, file, args)
-        elif command.startswith("startOr"):
-            raise CorralError(f"{args.targets[0]}: {command} takes an ecosystem file")
-        elif getattr(args, "env_name", None):
-            raise CorralError("--env applies an ecosystem file's env_<name>: give the file "
-                              "(`corral restart ecosystem.config.py --env NAME`), or use "
-                              "--update-env to take this shell's environment")
-        elif getattr(args, "update_env", False):
-            result = api.restart_update_env(args.targets)
-        elif action == "restart" and getattr(args, "watch", False):
-            result = api.client.call("restart", targets=api.targets(args.targets),
-                                     toggle_watch=True)
-        else:
-            result = api.act(action, args.targets)
-        print_table(result["list"])
-    elif command in ("init", "ecosystem"):
-        from corral.config.templates import write_template
-
-        print(f"corral: wrote {write_template(args.format, args.force)}")
-    elif command in ("describe", "show", "info", "desc"):
-        from corral.client import render
-
-        rows = api.list(env=args.show_env)
-        ids = {t["pm_id"] for t in _match(rows, args.targets)}
-        for row in rows:
-            if row["pm_id"] in ids:
-                print(render.describe(row, args.show_env))
-    elif command == "pid":
-        rows = api.list()
-        if args.name is not None:
-            rows = _match(rows, [args.name])
-        for row in rows:
-            if row["pid"]:
-                print(row["pid"])
-    elif command == "id":
-        found = [row["pm_id"] for row in _match(api.list(), [args.name])]
-        print("[ " + ", ".join(str(i) for i in found) + " ]")
-    elif command in ("sendSignal", "send-signal"):
-        result = api.send_signal(args.signal, *args.targets)
-        print(f"sent {result['signal']} to ids {result['ids']}")
-    elif command in ("save", "dump"):
-        saved = api.save(args.force)
-        print(f"corral: saved {len(saved['apps'])} app(s) to {saved['path']}: "
-              + (", ".join(saved["apps"]) or "(none)"))
-    elif command == "resurrect":
-        return cmd_resurrect(api)
-    elif command == "cleardump":
-        print(f"corral: emptied {api.cleardump()}")
-    elif command in ("startup", "unstartup"):
-        from corral.client import startup
-
-        if command == "startup":
-            text, notes = startup.install(args.platform, args.user, args.hp, args.service_name,
-                                          args.unit_dir, args.print_only, api.home.root)
-            print(text)
-            warn(notes)
-        else:
-            print(startup.uninstall(args.platform, args.user, args.service_name, args.unit_dir))
-    elif command == "update":
-        result = api.update()
-        print(f"corral: daemon {result['old_pid']} handed {result['processes']} process(es) "
-              f"over to daemon {result['new_pid']} (corral {__version__}); nothing was "
-              "restarted")
-        print_table(result["list"])
-    elif command == "ping":
-        print(f'{{"msg":"{api.ping()}","daemon_pid":{api.client.daemon_pid}}}')
-    elif command == "kill":
-        result = api.kill()
-        print(f"corral: stopped {result['stopped']} process(es) and the daemon")
+def cmd_list(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    print_table(api.list())
     return 0
 
 
-def cmd_resurrect(api: Any) -> int:
+def cmd_jlist(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    print_jlist(api.list(env=args.show_env))
+    return 0
+
+
+def cmd_reload(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    import os
+
+    file = ecosystem_target(args.targets)
+    if file is not None:
+        loaded = api.load_file(file, args.env_name, only_list(args))
+        warn(loaded.warnings)
+        result = api.apply(loaded.specs, "reload", parallel=getattr(args, "parallel", 1))
+    elif args.command == "startOrReload":
+        raise CorralError(f"{args.targets[0]}: startOrReload takes an ecosystem file")
+    elif args.env_name:
+        raise CorralError("--env applies an ecosystem file's env_<name>: give the file "
+                          "(`corral reload ecosystem.config.py --env NAME`), or use "
+                          "--update-env to take this shell's environment")
+    else:
+        result = api.reload(args.targets, parallel=args.parallel,
+                            env=dict(os.environ) if args.update_env else None)
+    for name in result["restarted_fork_apps"]:
+        print(f"corral: {name} runs in fork mode, which has no zero-downtime reload; "
+              "it was restarted", file=sys.stderr)
+    print_table(result["list"])
+    for failure in result["failures"]:
+        print(f"corral: error: {failure}", file=sys.stderr)
+    return 1 if result["failures"] else 0
+
+
+def cmd_logs(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    from corral.client import logview, render
+
+    types = ["err"] if args.err else ["out"] if args.out else ["out", "err", "daemon"]
+    return logview.show(api, args.targets, args.lines, types, args.raw, args.json,
+                        args.timestamp, not args.nostream, render.use_colour())
+
+
+def cmd_flush(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    result = api.client.call("flush", targets=api.targets(args.targets))
+    print(f"corral: emptied {len(result['files'])} log file(s)")
+    return 0
+
+
+def cmd_reload_logs(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    result = api.client.call("reload_logs")
+    print(f"corral: reopened {result['files']} log file(s)")
+    return 0
+
+
+def cmd_monit(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    from corral.client import monit
+
+    return monit.run(api)
+
+
+def cmd_metrics(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    result = api.client.call("metrics", port=args.port, host=args.host,
+                             allow_remote=args.allow_remote, stop=args.stop)
+    print(result["url"] or "corral: metrics are not served (corral metrics --port N)")
+    return 0
+
+
+def cmd_scale(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    print_table(api.scale(args.name, args.count)["list"])
+    return 0
+
+
+def cmd_act(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    """stop, restart, delete, reset and startOrRestart: on targets or on a file's apps."""
+    command = args.command
+    action = {"del": "delete", "startOrRestart": "restart"}.get(command, command)
+    file = ecosystem_target(args.targets)
+    if file is not None:
+        result = act_on_file(api, action, file, args)
+    elif command.startswith("startOr"):
+        raise CorralError(f"{args.targets[0]}: {command} takes an ecosystem file")
+    elif getattr(args, "env_name", None):
+        raise CorralError("--env applies an ecosystem file's env_<name>: give the file "
+                          "(`corral restart ecosystem.config.py --env NAME`), or use "
+                          "--update-env to take this shell's environment")
+    elif getattr(args, "update_env", False):
+        result = api.restart_update_env(args.targets)
+    elif action == "restart" and getattr(args, "watch", False):
+        result = api.client.call("restart", targets=api.targets(args.targets),
+                                 toggle_watch=True)
+    else:
+        result = api.act(action, args.targets)
+    print_table(result["list"])
+    return 0
+
+
+def cmd_init(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    from corral.config.templates import write_template
+
+    print(f"corral: wrote {write_template(args.format, args.force)}")
+    return 0
+
+
+def cmd_describe(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    from corral.client import render
+
+    rows = api.list(env=args.show_env)
+    ids = {t["pm_id"] for t in _match(rows, args.targets)}
+    for row in rows:
+        if row["pm_id"] in ids:
+            print(render.describe(row, args.show_env))
+    return 0
+
+
+def cmd_pid(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    rows = api.list()
+    if args.name is not None:
+        rows = _match(rows, [args.name])
+    for row in rows:
+        if row["pid"]:
+            print(row["pid"])
+    return 0
+
+
+def cmd_id(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    found = [row["pm_id"] for row in _match(api.list(), [args.name])]
+    print("[ " + ", ".join(str(i) for i in found) + " ]")
+    return 0
+
+
+def cmd_send_signal(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    result = api.send_signal(args.signal, *args.targets)
+    print(f"sent {result['signal']} to ids {result['ids']}")
+    return 0
+
+
+def cmd_save(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    saved = api.save(args.force)
+    print(f"corral: saved {len(saved['apps'])} app(s) to {saved['path']}: "
+          + (", ".join(saved["apps"]) or "(none)"))
+    return 0
+
+
+def cmd_cleardump(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    print(f"corral: emptied {api.cleardump()}")
+    return 0
+
+
+def cmd_startup(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    from corral.client import startup
+
+    if args.command == "startup":
+        text, notes = startup.install(args.platform, args.user, args.hp, args.service_name,
+                                      args.unit_dir, args.print_only, api.home.root)
+        print(text)
+        warn(notes)
+    else:
+        print(startup.uninstall(args.platform, args.user, args.service_name, args.unit_dir))
+    return 0
+
+
+def cmd_update(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    result = api.update()
+    print(f"corral: daemon {result['old_pid']} handed {result['processes']} process(es) "
+          f"over to daemon {result['new_pid']} (corral {__version__}); nothing was "
+          "restarted")
+    print_table(result["list"])
+    return 0
+
+
+def cmd_ping(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    print(f'{{"msg":"{api.ping()}","daemon_pid":{api.client.daemon_pid}}}')
+    return 0
+
+
+def cmd_kill(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    result = api.kill()
+    print(f"corral: stopped {result['stopped']} process(es) and the daemon")
+    return 0
+
+
+def cmd_resurrect(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     result = api.resurrect()
     warn(result["notes"])
     for problem in result["problems"]:
@@ -682,3 +738,32 @@ def silent_cluster_notes(rows: list[dict[str, Any]], ids: list[int]) -> list[str
                          "A program that serves no port (a queue worker, a script) needs no "
                          "cluster mode: start it with --exec-mode fork (exec_mode: fork)")
     return notes
+
+
+# every command and alias -> its function (build_parser() declares the same names)
+COMMANDS: tuple[tuple[tuple[str, ...], Any], ...] = (
+    (LIST_COMMANDS, cmd_list),
+    (("jlist",), cmd_jlist),
+    (("start",), cmd_start),
+    (("reload", "startOrReload"), cmd_reload),
+    (("logs", "log"), cmd_logs),
+    (("flush",), cmd_flush),
+    (("reloadLogs", "reload-logs"), cmd_reload_logs),
+    (("monit", "dashboard", "dash"), cmd_monit),
+    (("metrics",), cmd_metrics),
+    (("scale",), cmd_scale),
+    (("stop", "restart", "delete", "del", "reset", "startOrRestart"), cmd_act),
+    (("init", "ecosystem"), cmd_init),
+    (("describe", "show", "info", "desc"), cmd_describe),
+    (("pid",), cmd_pid),
+    (("id",), cmd_id),
+    (("sendSignal", "send-signal"), cmd_send_signal),
+    (("save", "dump"), cmd_save),
+    (("resurrect",), cmd_resurrect),
+    (("cleardump",), cmd_cleardump),
+    (("startup", "unstartup"), cmd_startup),
+    (("update",), cmd_update),
+    (("ping",), cmd_ping),
+    (("kill",), cmd_kill),
+)
+HANDLERS = {name: handler for names, handler in COMMANDS for name in names}
