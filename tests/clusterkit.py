@@ -6,6 +6,8 @@ import http.client
 import json
 import os
 import queue
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 HERE = Path(__file__).resolve().parent
 SERVERS = HERE / "servers"
@@ -109,3 +112,33 @@ def get(port: int, path: str = "/", timeout: float = 10.0,
 
 def pid_of(body: str) -> int:
     return int(body.strip().rsplit(" ", 1)[1])
+
+
+WRK = shutil.which("wrk")
+needs_wrk = pytest.mark.skipif(WRK is None, reason="wrk is not installed (apt-get install wrk)")
+
+
+class Wrk:
+    """A bounded wrk run in the background (127.0.0.1 only), parsed when it ends."""
+
+    def __init__(self, port: int, seconds: int, close: bool) -> None:
+        args = [str(WRK), "-t2", "-c64", f"-d{seconds}s", "--timeout", "5s"]
+        if close:
+            args += ["-H", "Connection: close"]
+        self.proc = subprocess.Popen([*args, f"http://127.0.0.1:{port}/"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def result(self) -> dict[str, int]:
+        out, _ = self.proc.communicate(timeout=120)
+        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                           r"timeout (\d+)", out)
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        total = re.search(r"(\d+) requests in", out)
+        assert total, out
+        result = {"requests": int(total.group(1)),
+                  "non2xx": int(non2xx.group(1)) if non2xx else 0,
+                  "errors": sum(int(g) for g in errors.groups()) if errors else 0}
+        print(f"wrk: {result}")
+        if result["errors"]:
+            print(out)
+        return result

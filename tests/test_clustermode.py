@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -17,40 +16,10 @@ from typing import Any
 
 import pytest
 
-from clusterkit import get, pid_of
+from clusterkit import Wrk, get, needs_wrk, pid_of
 from conftest import ROOT, Corral, alive, free_port, wait_for
 
 APP = ROOT / "examples" / "app.py"
-WRK = shutil.which("wrk")
-needs_wrk = pytest.mark.skipif(WRK is None, reason="wrk is not installed (apt-get install wrk)")
-
-
-class Wrk:
-    """A bounded wrk run in the background (127.0.0.1 only), parsed when it ends."""
-
-    def __init__(self, port: int, seconds: int, close: bool) -> None:
-        args = [str(WRK), "-t2", "-c64", f"-d{seconds}s", "--timeout", "5s"]
-        if close:
-            args += ["-H", "Connection: close"]
-        self.proc = subprocess.Popen([*args, f"http://127.0.0.1:{port}/"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    def result(self) -> dict[str, int]:
-        out, _ = self.proc.communicate(timeout=120)
-        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
-                           r"timeout (\d+)", out)
-        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        total = re.search(r"(\d+) requests in", out)
-        assert total, out
-        result = {"requests": int(total.group(1)),
-                  "non2xx": int(non2xx.group(1)) if non2xx else 0,
-                  "errors": sum(int(g) for g in errors.groups()) if errors else 0}
-        print(f"wrk: {result}")
-        if result["errors"]:
-            print(out)
-        return result
-
-
 def start_cluster(corral: Corral, port: int, instances: int, policy: str = "shared",
                   name: str = "app") -> list[dict[str, Any]]:
     corral.run("start", str(APP), "-i", str(instances), "--cluster-policy", policy, "-n", name,
@@ -244,7 +213,7 @@ def test_fork_mode_reload_says_restart_and_non_python_gets_fork(corral: Corral) 
     assert "fork mode" in out.stderr and "restarted" in out.stderr
     sh = corral.script("w.sh", "sleep 600\n")
     started = corral.run("start", str(sh), "-i", "2")
-    assert "cluster mode runs Python apps only" in started.stderr
+    assert "cluster mode runs Python and Node apps only" in started.stderr
     assert {r["pm2_env"]["exec_mode"] for r in corral.jlist() if r["name"] == "w"} == {
         "fork_mode"}
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from corral.model.apps import is_python_app
+from corral.model.apps import is_node_app, is_python_app
 from corral.model.errors import CorralError
 from corral.model.names import NULL_LOG_PATHS
 from corral.model.spec import AppSpec
@@ -209,19 +209,45 @@ def build_spec(
         notes.append(note)
     return spec
 
+MIN_NODE_CLUSTER = 12  # NODE_CHANNEL_SERIALIZATION_MODE=json, the protocol corral speaks
+
+
+def check_node_cluster(node: str) -> None:
+    """Refuse cluster mode with a node whose cluster protocol corral does not speak."""
+    import subprocess
+
+    try:
+        version = subprocess.run([node, "--version"], capture_output=True, text=True,
+                                 timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CorralError(f"cannot run {node} --version ({exc}); pass --interpreter with "
+                          "the node to use") from None
+    major = version.lstrip("v").split(".")[0]
+    if not major.isdigit() or int(major) < MIN_NODE_CLUSTER:
+        raise CorralError(
+            f"{node} is {version or 'of an unknown version'}: corral's cluster mode for Node "
+            f"speaks the worker protocol of Node {MIN_NODE_CLUSTER} and newer (JSON IPC); "
+            "use a newer node (--interpreter), or --exec-mode fork")
+
+
 def choose_exec_mode(spec: AppSpec, asked: str | None, instances_given: bool) -> str | None:
-    """-i on a Python app means cluster mode (PM2 does so for Node); `fork` opts out;
-    a program that is not Python runs as N fork instances. Returns a note for the user."""
+    """-i on a Python or Node app means cluster mode (PM2 does so for Node); `fork` opts
+    out; any other program runs as N fork instances. Returns a note for the user."""
     if asked == "fork" or (asked is None and not instances_given):
         spec.exec_mode = "fork"
         return None
     if is_python_app(spec):
         spec.exec_mode = "cluster"
         return None
+    if is_node_app(spec):
+        check_node_cluster(spec.interpreter or "node")
+        spec.exec_mode = "cluster"
+        return None
     spec.exec_mode = "fork"
     if spec.instances > 1 or asked == "cluster":
-        return (f"{spec.name}: cluster mode runs Python apps only; running {spec.instances} "
-                "fork instance(s), each its own process (they must not share a port)")
+        return (f"{spec.name}: cluster mode runs Python and Node apps only; running "
+                f"{spec.instances} fork instance(s), each its own process (they must not "
+                "share a port)")
     return None
 
 

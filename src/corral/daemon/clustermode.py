@@ -17,6 +17,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from corral.cluster.node import channel_pair, node_env
 from corral.cluster.primary import (
     ENV_IPC_FD,
     ENV_POLICY,
@@ -71,9 +72,9 @@ class ClusterApp:
     """The primary of one app, wired to the daemon's loop."""
 
     def __init__(self, name: str, policy: str | None, loop: asyncio.AbstractEventLoop,
-                 on_event: Callable[..., None]) -> None:
+                 on_event: Callable[..., None], default: str = DEFAULT_POLICY) -> None:
         self.name = name
-        self.policy = check_policy(policy or os.environ.get(ENV_POLICY) or DEFAULT_POLICY)
+        self.policy = check_policy(policy or os.environ.get(ENV_POLICY) or default)
         self.loop = loop
         self.primary = Primary(policy=self.policy, standalone=False)
         self.primary.setup_primary(exec="", args=[])
@@ -95,8 +96,17 @@ class ClusterApp:
         env["CORRAL_CLUSTER_ORPHAN"] = "keep"
         return worker_id, parent_end, child_end
 
-    def attach(self, worker_id: int, parent_end: socket.socket, process: Any) -> Worker:
-        return self.primary.attach(worker_id, parent_end, process)
+    def prepare_node(self, env: dict[str, str]) -> tuple[int, socket.socket, socket.socket]:
+        """The same for a `node` worker: Node's own channel variables (NODE_UNIQUE_ID,
+        NODE_CHANNEL_FD), so an unmodified Node app is a cluster worker of the daemon."""
+        worker_id = self.primary.next_worker_id()
+        parent_end, child_end = channel_pair()
+        env.update(node_env(child_end.fileno(), worker_id))
+        return worker_id, parent_end, child_end
+
+    def attach(self, worker_id: int, parent_end: socket.socket, process: Any,
+               protocol: str = "python") -> Worker:
+        return self.primary.attach(worker_id, parent_end, process, protocol=protocol)
 
     def exited(self, worker: Worker, returncode: int | None) -> None:
         self.primary.io.call_soon(self.primary.worker_exited, worker, returncode)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 if TYPE_CHECKING:
+    from corral.cluster.node import NodeChannel
     from corral.cluster.primary import Worker
 
 
@@ -33,6 +34,8 @@ class Proc:
         self.exited = asyncio.Event()
         self.returncode: int | None = None
         self.worker: Worker | None = None  # its cluster channel, in cluster mode
+        self.channel: NodeChannel | None = None  # a fork-mode Node app's IPC channel
+        self.disconnected = asyncio.Event()  # a Node worker closed its channel
         self.listening = asyncio.Event()
         self.ready = asyncio.Event()
         self.addresses: list[dict[str, Any]] = []

@@ -12,8 +12,9 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any
 
+from corral.model.apps import is_node_app
 from corral.model.errors import CorralError
-from corral.model.names import DEFAULT_POLICY
+from corral.model.names import default_policy
 from corral.model.spec import AppSpec
 from corral.model.targets import Entry, select
 from corral.model.version import __version__
@@ -57,7 +58,7 @@ class Rpc:
             data["monit"] = {"cpu": cpu, "memory": memory}
             cluster = self.supervisor.clusters.get(inst.record.spec.name)
             data["cluster_policy"] = cluster.policy if cluster else (
-                inst.record.spec.cluster_policy or DEFAULT_POLICY)
+                inst.record.spec.cluster_policy or default_policy(is_node_app(inst.record.spec)))
             data["attached"] = bool(inst.proc and inst.proc.worker is not None)
             data["watching"] = self.supervisor.triggers.watching(inst.record.spec.name)
             data["log_write_error"] = next((f.error for f in inst.files if f.error), None)

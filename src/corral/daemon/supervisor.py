@@ -11,10 +11,12 @@ fixed or grow ×1.5 up to 15 s and reset after 30 s up.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from corral.cluster.child import ENV_DOOR
+from corral.cluster.node import NodeChannel, channel_pair, node_env, without_node_env
 from corral.cluster.primary import Worker
 from corral.daemon import metrics
 from corral.daemon.clustermode import ClusterApp, import_path, worker_argv
@@ -43,6 +46,8 @@ from corral.daemon.process import (
 )
 from corral.daemon.triggers import Triggers
 from corral.model import states
+from corral.model.apps import is_node_app
+from corral.model.names import default_policy
 from corral.model.restart import after_exit
 from corral.model.spec import (
     AppSpec,
@@ -63,6 +68,8 @@ from corral.store.state import is_same_process
 log = logging.getLogger("corral.supervisor")
 
 QUIET_SETTLE_S = 0.5
+MESSAGE_LOG_CHARS = 1000  # of an app's message, in corral.log
+NODE_INSTANCE_VAR = "NODE_APP_INSTANCE"
 
 
 def now_ms() -> int:
@@ -119,12 +126,21 @@ class Supervisor:
         self.instances: dict[int, Instance] = {}
         self.next_id = 0
         self.clusters: dict[str, ClusterApp] = {}
+        # told of every status change and restart cause (the daemon's events ring)
+        self.on_event: Callable[[Instance, str, dict[str, Any]], None] | None = None
+
+    def note(self, inst: Instance, kind: str, **details: Any) -> None:
+        """Tell on_event: "status" (from transition()) or "restart" (cause=manual, or the
+        trigger's reason)."""
+        if self.on_event is not None:
+            self.on_event(inst, kind, details)
 
     # ---- the state machine -------------------------------------------------
 
     def transition(self, inst: Instance, status: str, reason: str | None = None) -> None:
         """Move an instance to a new status; refuse moves the state machine does not have."""
         rec = inst.record
+        was = rec.status
         states.check(rec.spec.name, rec.pm_id, rec.status, status)
         log.info(
             "%s (id %d): %s -> %s%s",
@@ -137,6 +153,7 @@ class Supervisor:
         rec.status = status
         if reason is not None:
             rec.reason = reason
+        self.note(inst, "status", was=was, reason=reason)
         self.on_change()
 
     # ---- creating and finding ----------------------------------------------
@@ -191,6 +208,7 @@ class Supervisor:
             out_log_path=out,
             err_log_path=err,
             log_path=combined,
+            pid_path=self.pid_path(spec, pm_id),
         )
         inst = Instance(record)
         self._open_captures(inst)
@@ -198,6 +216,85 @@ class Supervisor:
         self.triggers.watch(inst)
         self.on_change()
         return inst
+
+    @staticmethod
+    def pid_path(spec: AppSpec, pm_id: int) -> str:
+        """The instance's pid file, if the app asked for one (-p, pid_file): the file, or
+        `FILE-<id>.pid` when the app has several instances (the rule of -o and -e)."""
+        if not spec.pid_file:
+            return ""
+        if spec.instances > 1 or spec.exec_mode == "cluster":
+            stem, ext = os.path.splitext(spec.pid_file)
+            return f"{stem}-{pm_id}{ext}"
+        return spec.pid_file
+
+    @staticmethod
+    def _write_pid_file(rec: InstanceRecord) -> None:
+        """PM2 writes the main pid to the pid file at each start (and removes it at exit)."""
+        if not rec.pid_path or not rec.pid:
+            return
+        tmp = f"{rec.pid_path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(rec.pid_path) or ".", exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(str(rec.pid))
+            os.replace(tmp, rec.pid_path)
+        except OSError as exc:
+            log.warning("%s (id %d): cannot write the pid file %s: %s", rec.spec.name,
+                        rec.pm_id, rec.pid_path, exc.strerror or exc)
+
+    @staticmethod
+    def _remove_pid_file(rec: InstanceRecord) -> None:
+        if rec.pid_path:
+            try:
+                os.unlink(rec.pid_path)
+            except OSError:
+                pass
+
+    def refresh_files(self, inst: Instance) -> None:
+        """Give a registered instance the log settings (files, merge_logs, date format,
+        log_type, rotation) and pid file of its spec, as changed by `restart FILE`,
+        `reload FILE` or `restart --pid ...`. The captures keep reading their pipes; only
+        what they write, and where, changes. A file that cannot be opened keeps the old."""
+        rec = inst.record
+        spec = rec.spec
+        pid_path = self.pid_path(spec, rec.pm_id)
+        if pid_path != rec.pid_path:
+            self._remove_pid_file(rec)
+            rec.pid_path = pid_path
+            self._write_pid_file(rec)
+        paths = self.log_paths(spec, rec.pm_id)
+        rotation = Rotation(spec.log_max_size_bytes, spec.log_retain, spec.log_compress,
+                            spec.log_rotate_daily)
+        fmt = LineFormat(spec.log_date_format, spec.log_type == "json")
+        if inst.out is None or inst.err is None or (
+                paths == (rec.out_log_path, rec.err_log_path, rec.log_path)
+                and inst.out.fmt == fmt and all(f.rotation == rotation for f in inst.files)):
+            return
+        acquired: list[LogFile] = []
+        try:
+            for path in paths:
+                if path:
+                    acquired.append(self.log_files.acquire(path, rotation))
+        except OSError as exc:
+            for file in acquired:
+                self.log_files.release(file)
+            log.error("%s (id %d): cannot open %s: %s; its log files stay as they were",
+                      spec.name, rec.pm_id, exc.filename, exc.strerror)
+            return
+        for file in acquired:
+            file.rotation = rotation
+        old, inst.files = inst.files, acquired
+        for capture, file in ((inst.out, acquired[0]), (inst.err, acquired[1])):
+            capture.files = [file, *acquired[2:]]
+            capture.fmt = fmt
+            capture.date = fmt.stamp()
+        for file in old:
+            self.log_files.release(file)
+        rec.out_log_path, rec.err_log_path, rec.log_path = paths
+        self.on_change()
 
     def _fifo(self, pm_id: int, stream: str) -> str:
         return os.path.join(self.home.pipes, f"{pm_id}-{stream}")
@@ -241,8 +338,10 @@ class Supervisor:
 
     def child_env(self, rec: InstanceRecord) -> dict[str, str]:
         spec = rec.spec
-        env = dict(spec.env)
+        env = without_node_env(spec.env)  # a channel is ours to give, never inherited
         env[spec.instance_var] = str(rec.instance_index)
+        if is_node_app(spec):
+            env[NODE_INSTANCE_VAR] = str(rec.instance_index)  # PM2's instance_var
         if spec.increment_var:
             base = env.get(spec.increment_var, "")
             if base.lstrip("-").isdigit():
@@ -258,7 +357,8 @@ class Supervisor:
     def cluster_of(self, spec: AppSpec) -> ClusterApp:
         app = self.clusters.get(spec.name)
         if app is None:
-            app = ClusterApp(spec.name, spec.cluster_policy, self.loop, self._cluster_event)
+            app = ClusterApp(spec.name, spec.cluster_policy, self.loop, self._cluster_event,
+                             default_policy(is_node_app(spec)))
             self.clusters[spec.name] = app
         return app
 
@@ -267,18 +367,26 @@ class Supervisor:
         rec = inst.record
         spec = rec.spec
         env = self.child_env(rec)
-        pass_fds: tuple[int, ...] = ()
         cluster = None
+        node = is_node_app(spec)
+        parent_end: socket.socket | None = None
+        child_end: socket.socket | None = None
+        argv = spec.argv()
         if spec.exec_mode == "cluster":
             cluster = self.cluster_of(spec)
-            worker_id, parent_end, child_end = cluster.prepare(env)
-            pass_fds = (child_end.fileno(),)
-            argv = worker_argv(spec, sys.executable)
-            shim = import_path(self.home.root)
-            env[ENV_DOOR] = self.home.cluster_socket
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH")) if p)
-        else:
-            argv = spec.argv()
+            if node:  # an unmodified node app: the daemon is its cluster primary
+                worker_id, parent_end, child_end = cluster.prepare_node(env)
+            else:
+                worker_id, parent_end, child_end = cluster.prepare(env)
+                argv = worker_argv(spec, sys.executable)
+                shim = import_path(self.home.root)
+                env[ENV_DOOR] = self.home.cluster_socket
+                env["PYTHONPATH"] = os.pathsep.join(
+                    p for p in (shim, env.get("PYTHONPATH")) if p)
+        elif node:  # Node's IPC channel: process.send('ready'), process.on('message')
+            parent_end, child_end = channel_pair()
+            env.update(node_env(child_end.fileno()))
+        pass_fds = (child_end.fileno(),) if child_end is not None else ()
         out_fd = open_child_end(self._fifo(rec.pm_id, "out"))
         err_fd = open_child_end(self._fifo(rec.pm_id, "err"))
         try:
@@ -296,17 +404,23 @@ class Supervisor:
         except (OSError, ValueError) as exc:
             reason = f"cannot start {argv[0]}: {getattr(exc, 'strerror', None) or exc}"
             os.write(err_fd, f"corral: {reason}\n".encode())
-            if cluster is not None:
+            if parent_end is not None:
                 parent_end.close()
             raise SpawnError(reason) from None
         finally:
             os.close(out_fd)
             os.close(err_fd)
-            if cluster is not None:
+            if child_end is not None:
                 child_end.close()
         proc = Proc(popen.pid, popen, metrics.create_time(popen.pid))
         if cluster is not None:
-            proc.worker = cluster.attach(worker_id, parent_end, popen)
+            assert parent_end is not None
+            proc.worker = cluster.attach(worker_id, parent_end, popen,
+                                         protocol="node" if node else "python")
+        elif parent_end is not None:
+            proc.channel = NodeChannel(parent_end)
+            proc.channel.attach_to_loop(
+                self.loop, lambda message, fds: self._on_app_message(inst, proc, message, fds))
         watch_exit(self.loop, proc, lambda: self._reaped(inst, proc))
         return proc
 
@@ -323,9 +437,10 @@ class Supervisor:
             return
         self._make_current(inst, proc)
         rec.reason = None
-        if rec.spec.exec_mode == "cluster":
-            # online once the worker listens (or calls corral.ready() with wait_ready), as a
-            # Node worker under PM2; a worker that never listens is online after listen_timeout
+        if rec.spec.exec_mode == "cluster" or (rec.spec.wait_ready and proc.channel):
+            # online once the worker listens (or calls corral.ready() / process.send('ready')
+            # with wait_ready), as a Node worker under PM2; a worker that never does is
+            # online after listen_timeout
             inst.settled = self.loop.create_task(self._settle(inst, proc))
         else:
             self.transition(inst, ONLINE)
@@ -359,6 +474,7 @@ class Supervisor:
         rec.pm_uptime = now_ms()
         rec.adopted = proc.popen is None
         rec.listening = [_address_text(a) for a in proc.addresses]
+        self._write_pid_file(rec)
 
     def adopt(self, inst: Instance) -> bool:
         """Take back a process left by a previous daemon; False if it is gone."""
@@ -379,6 +495,8 @@ class Supervisor:
             code = proc.popen.wait()
         proc.returncode = code
         proc.exited.set()
+        if proc.channel is not None:
+            proc.channel.close()
         if proc.worker is not None:
             cluster = self.clusters.get(rec.spec.name)
             if cluster is not None:
@@ -388,6 +506,7 @@ class Supervisor:
         for capture in (inst.out, inst.err):
             if capture is not None:
                 capture.exited()
+        self._remove_pid_file(rec)
         rec.pid = 0
         rec.pid_create_time = 0.0
         rec.listening = []
@@ -428,10 +547,25 @@ class Supervisor:
             inst.record.last_error = f"cannot listen on {where}: {info.get('error')}"
             self.on_change()
         elif event == "message":
-            message = args[0]
-            if message == "ready" or (isinstance(message, dict)
-                                      and message.get("corral") == "ready"):
-                proc.ready.set()
+            self._on_app_message(inst, proc, args[0], [])
+        elif event == "disconnect":
+            proc.disconnected.set()
+
+    def _on_app_message(self, inst: Instance, proc: Proc, message: Any, fds: list[int]
+                        ) -> None:
+        """A message from the app (corral.ready(), Node's process.send()): 'ready'
+        completes wait_ready; anything else goes to corral.log and to `corral logs`."""
+        for fd in fds:
+            os.close(fd)
+        if message == "ready" or (isinstance(message, dict)
+                                  and message.get("corral") == "ready"):
+            proc.ready.set()
+            return
+        rec = inst.record
+        text = json.dumps(message, separators=(",", ":"), default=str)
+        if len(text) > MESSAGE_LOG_CHARS:
+            text = text[:MESSAGE_LOG_CHARS] + f"... ({len(text)} characters)"
+        log.info("%s (id %d) sent a message: %s", rec.spec.name, rec.pm_id, text)
 
     def _after_exit(self, inst: Instance, code: int | None) -> None:
         """PM2's exit policy (model.restart): stop, restart (maybe after a delay), errored."""
@@ -447,6 +581,7 @@ class Supervisor:
     def _delayed_launch(self, inst: Instance) -> None:
         inst.restart_timer = None
         if inst.record.status == WAITING:
+            inst.record.restart_time += 1  # an automatic restart counts when it happens
             self.launch(inst)
 
     def _cancel_timer(self, inst: Instance) -> None:
@@ -484,16 +619,27 @@ class Supervisor:
         pid = proc.pid
         timeout = spec.kill_timeout_ms / 1000
         tree = metrics.descendants(pid)
-        if proc.worker is not None and spec.name in self.clusters:
+        worker = proc.worker
+        if worker is not None and worker.protocol == "node" and worker.connected:
+            # Node's own graceful leave: the worker closes its servers (idle keep-alive
+            # connections too) and its channel once what it serves is done; then the kill
+            # signal, so the app's own SIGINT handler still runs
+            worker.disconnect()
+            await _first(self.loop, timeout, proc.disconnected.wait(), proc.exited.wait())
+        elif worker is not None and spec.name in self.clusters:
             # no new connections for a worker that is leaving; it finishes what it has
             cluster = self.clusters[spec.name]
-            await self.loop.run_in_executor(None, cluster.primary.quiet, proc.worker)
+            await self.loop.run_in_executor(None, cluster.primary.quiet, worker)
             # a connection the app accepted just before its listener went quiet may not be
             # handed to its request thread yet; a signal in that gap would drop it
             await asyncio.sleep(QUIET_SETTLE_S)
-        if spec.shutdown_with_message and proc.worker is not None and proc.worker.connected:
+        channel: Any = proc.channel or (worker if worker is not None and worker.connected
+                                        else None)
+        if not proc.alive:
+            pass
+        elif spec.shutdown_with_message and channel is not None:
             try:
-                proc.worker.send("shutdown")
+                channel.send("shutdown")
             except Exception:  # noqa: BLE001 - a closed channel: fall back to the signal
                 signal_tree(pid, tree, signal.Signals[spec.kill_signal])
         else:
@@ -516,13 +662,17 @@ class Supervisor:
             await self._restart_held(inst)
 
     async def _restart_held(self, inst: Instance) -> None:
-        """restart() with the instance's lock held."""
-        await self._stop_held(inst, "restart requested")
+        """restart() with the instance's lock held. Counted in restart_time only when the
+        app was running (PM2: a restart of a stopped or errored app is a start)."""
         rec = inst.record
+        was_running = inst.alive or rec.status in (ONLINE, LAUNCHING)
+        await self._stop_held(inst, "restart requested")
         if rec.status == ERRORED and inst.alive:
             return
+        self.refresh_files(inst)  # log settings a file or restart options changed
         self._reset_counters(rec)
-        rec.restart_time += 1
+        if was_running:
+            rec.restart_time += 1
         self.launch(inst)
 
     @staticmethod
@@ -545,6 +695,8 @@ class Supervisor:
             failure = await self._reload_held(inst)
             if failure is not None:
                 rec.spec = previous
+            else:
+                self.refresh_files(inst)  # log settings the new spec changes
             return failure
 
     async def _reload_held(self, inst: Instance) -> str | None:
@@ -612,6 +764,7 @@ class Supervisor:
 
     def forget(self, inst: Instance) -> None:
         rec = inst.record
+        self._remove_pid_file(rec)
         self._close_captures(inst)
         for stream in ("out", "err"):
             try:

@@ -28,7 +28,7 @@ def is_python_file(path: str) -> bool:
 
 
 def is_python_app(spec: AppSpec) -> bool:
-    """Can this app run as cluster workers (is it Python, through our bootstrap)?"""
+    """Is it Python (can it run as cluster workers through our bootstrap)?"""
     if spec.kind == "module" or spec.is_python:
         return True
     if spec.kind == "shell":
@@ -42,6 +42,19 @@ def is_python_app(spec: AppSpec) -> bool:
     if spec.kind == "binary":
         return is_python_file(spec.exec_path)
     return False
+
+
+NODE_EXTENSIONS = (".js", ".mjs", ".cjs")
+
+
+def is_node_app(spec: AppSpec) -> bool:
+    """Is this app a Node script (run by node): it then gets Node's IPC channel, and in
+    cluster mode the daemon is its cluster primary (docs/cluster-mode.md)."""
+    if spec.kind != "script":
+        return False
+    if spec.interpreter:
+        return os.path.basename(spec.interpreter).split(".")[0] in ("node", "nodejs")
+    return spec.exec_path.endswith(NODE_EXTENSIONS)
 
 
 def shebang_python(path: str) -> str | None:
