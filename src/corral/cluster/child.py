@@ -754,7 +754,7 @@ def install_hook() -> None:
 
 
 def setup() -> WorkerSide:
-    """Called once in a worker (on `import corral.cluster` or by the bootstrap)."""
+    """Called once in a worker: by the bootstrap, or on first use of cluster.worker."""
     global WORKER
     if WORKER is not None:
         return WORKER

@@ -185,7 +185,7 @@ def build_spec(
     is_python = kind == "module" or (
         interp is not None and "python" in os.path.basename(interp)
     ) or (interp is None and exec_path.endswith(".py"))
-    for key in ("out_file", "error_file", "log_file"):
+    for key in ("out_file", "error_file", "log_file", "pid_file"):
         if options.get(key) and options[key] != "true":
             options[key] = _abs_log_path(options[key], workdir)
     if not options.get("name"):
@@ -240,6 +240,9 @@ def choose_exec_mode(spec: AppSpec, asked: str | None, instances_given: bool) ->
         spec.exec_mode = "cluster"
         return None
     if is_node_app(spec):
+        if spec.cluster_policy == "reuseport":
+            raise CorralError(f"{spec.name}: the reuseport policy is for Python apps; Node "
+                              "workers take rr (Node's default) or shared")
         check_node_cluster(spec.interpreter or "node")
         spec.exec_mode = "cluster"
         return None

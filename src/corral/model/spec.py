@@ -58,7 +58,7 @@ class AppSpec:
     # environment is replaced by `--update-env`
     env_overrides: dict[str, str] = field(default_factory=dict)
     cluster_policy: str | None = None  # shared | rr | reuseport (None: corral's default)
-    health_check: dict[str, Any] | None = None  # corral.health.HealthCheck fields
+    health_check: dict[str, Any] | None = None  # corral.model.health.HealthCheck fields
     depends_on: list[str] = field(default_factory=list)  # apps of its file to start first
     # read from ecosystem files now; acted on by the watch, logs and cluster features
     watch: bool | list[str] = False
@@ -70,6 +70,7 @@ class AppSpec:
     log_type: str | None = None
     merge_logs: bool = False
     log_file: str | None = None  # the combined out+err file ("" or None: none)
+    pid_file: str | None = None  # write the main pid here (PM2's -p / pid_file)
     disable_logs: bool = False
     log_max_size_bytes: int = 0  # rotate when a file reaches this size (0: never)
     log_retain: int = 0  # rotated files kept (0: all)
@@ -126,6 +127,7 @@ class InstanceRecord:
     out_log_path: str = ""
     err_log_path: str = ""
     log_path: str = ""  # the combined file, if any
+    pid_path: str = ""  # the pid file, if the app asked for one
     adopted: bool = False
     listening: list[str] = field(default_factory=list)  # cluster mode: addresses served
     last_error: str | None = None  # cluster mode: the last listener the app could not get
@@ -133,6 +135,18 @@ class InstanceRecord:
     # `corral update`: where each stream's line stood when the old daemon handed over
     # ({"out": {"partial": latin-1 text, "mid_line": bool}, "err": ...}); used once
     handover: dict[str, Any] | None = None
+
+    def instance_values(self) -> dict[str, str]:
+        """The variables that differ from one instance to the next and hold no secret:
+        the instance index (instance_var) and the increment_var (its base value plus the
+        index), shown per instance by jlist and describe even when env values are not."""
+        spec = self.spec
+        values = {spec.instance_var: str(self.instance_index)}
+        if spec.increment_var:
+            base = spec.env.get(spec.increment_var, "")
+            if base.lstrip("-").isdigit():
+                values[spec.increment_var] = str(int(base) + self.instance_index)
+        return values
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
