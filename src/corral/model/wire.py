@@ -13,7 +13,10 @@ json` pulls in `re` and `enum` (about 12 ms), which would be a quarter of
 from __future__ import annotations
 
 import struct
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~10 ms at import: not on `corral list`'s path
+    from typing import Any
 
 try:
     import _json
