@@ -52,6 +52,7 @@ class Client:
         return sock
 
     def _connect_or_start(self) -> _socket.socket:
+        self.home.check_owner()  # never talk to a daemon (or a fake) in another user's home
         try:
             return self._connect()
         except PermissionError:
@@ -64,7 +65,8 @@ class Client:
         self.home.ensure()
         import fcntl
 
-        lock_fd = os.open(self.home.spawn_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        lock_fd = os.open(self.home.spawn_lock,
+                          os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             try:
@@ -88,7 +90,8 @@ class Client:
         import subprocess
 
         read_fd, write_fd = os.pipe()
-        log_fd = os.open(self.home.daemon_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        log_fd = os.open(self.home.daemon_log,
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             subprocess.Popen(
                 [sys.executable, "-m", "corral.daemon", "--ready-fd", str(write_fd)],

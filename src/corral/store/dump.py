@@ -24,7 +24,7 @@ from corral.model import states
 from corral.model.errors import CorralError
 from corral.model.spec import AppSpec, InstanceRecord
 from corral.model.version import __version__
-from corral.store.home import Home, write_json_atomically
+from corral.store.home import Home, open_own, write_json_atomically
 
 DUMP_VERSION = 1
 
@@ -65,7 +65,7 @@ def write(home: Home, data: dict[str, Any], force: bool = False) -> str:
 
 def _parse(path: str) -> dict[str, Any]:
     """One dump file, checked; ValueError says what is wrong with it."""
-    with open(path, encoding="utf-8") as f:
+    with os.fdopen(open_own(path), encoding="utf-8") as f:  # ours, and not a link
         text = f.read()
     try:
         data = json.loads(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 from corral.model.errors import CorralError
 
@@ -32,15 +33,41 @@ class Home:
     def __repr__(self) -> str:
         return f"Home({self.root!r})"
 
+    def check_owner(self) -> None:
+        """Refuse a home another user controls, as ssh refuses such a ~/.ssh: it must be
+        ours and writable by nobody else, or a planted state.json would run its commands
+        as us and a planted link would make us overwrite a file of ours."""
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            return
+        uid = os.getuid()
+        if st.st_uid != uid:
+            raise CorralError(
+                f"CORRAL_HOME {self.root} belongs to uid {st.st_uid}, not to you (uid {uid}): "
+                "corral refuses a home another user controls; use a folder of your own "
+                "(set CORRAL_HOME), or give this one to yourself (chown)")
+        if st.st_mode & 0o022:
+            raise CorralError(
+                f"CORRAL_HOME {self.root} is writable by other users (mode "
+                f"{st.st_mode & 0o777:o}): they could plant files in it; "
+                f"`chmod 700 {self.root}`, or use another folder")
+
     def ensure(self) -> None:
-        """Create the home (0700) and its folders; fail clearly when that is impossible."""
+        """Create the home (0700) and its folders; fail clearly when that is impossible or
+        when the home is not ours alone (check_owner)."""
+        self.check_owner()
         try:
             os.makedirs(self.root, mode=0o700, exist_ok=True)
             st = os.stat(self.root)
-            if st.st_uid == os.getuid() and st.st_mode & 0o777 != 0o700:
+            if st.st_mode & 0o777 != 0o700:
                 os.chmod(self.root, 0o700)
             for sub in (self.logs, self.pipes):
                 os.makedirs(sub, mode=0o700, exist_ok=True)
+                inner = os.lstat(sub)
+                if not stat.S_ISDIR(inner.st_mode) or inner.st_uid != os.getuid():
+                    raise CorralError(f"{sub} is not a folder of yours (a link, or another "
+                                      "user's): remove it, corral makes it again")
             probe = os.path.join(self.root, f".probe-{os.getpid()}")
             os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600))
             os.unlink(probe)
@@ -49,6 +76,18 @@ class Home:
                 f"cannot use CORRAL_HOME {self.root}: {exc.strerror or exc}; "
                 "set CORRAL_HOME to a folder you can write to"
             ) from None
+
+
+def open_own(path: str) -> int:
+    """Open a file of the home for reading without following a link, and only if it is
+    ours (a file another user planted is refused: PermissionError)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if st.st_uid != os.getuid():
+        os.close(fd)
+        raise PermissionError(f"{path} belongs to uid {st.st_uid}, not to you "
+                              f"(uid {os.getuid()}); refusing to read it")
+    return fd
 
 
 def home_from_env(environ: dict[str, str] | None = None) -> Home:
@@ -64,8 +103,13 @@ def write_json_atomically(path: str, data: Any, backup: str | None = None,
     OSError is the caller's to report."""
     import json
 
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        os.unlink(tmp)  # left by a writer that died; never followed if it is a link
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, **dump_options)
         f.write("\n")

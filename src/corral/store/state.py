@@ -18,7 +18,7 @@ import psutil
 
 from corral.model.spec import InstanceRecord
 from corral.model.version import __version__
-from corral.store.home import Home, write_json_atomically
+from corral.store.home import Home, open_own, write_json_atomically
 
 log = logging.getLogger("corral.daemon")
 
@@ -30,10 +30,11 @@ class State:
     records: list[InstanceRecord] = field(default_factory=list)
     next_id: int = 0
     metrics: Any = None  # the endpoint `corral metrics --port` turned on, if any
+    web: Any = None  # the dashboard `corral web` turned on, if any (its host and port)
 
 
 def write_state(home: Home, records: list[dict[str, Any]], next_id: int,
-                metrics: Any) -> None:
+                metrics: Any, web: Any = None) -> None:
     """Replace state.json atomically; OSError when it cannot be written."""
     state = {
         "version": STATE_VERSION,
@@ -41,6 +42,7 @@ def write_state(home: Home, records: list[dict[str, Any]], next_id: int,
         "next_id": next_id,
         "instances": records,
         "metrics": metrics,
+        "web": web,
     }
     write_json_atomically(home.state_file, state, separators=(",", ":"))
 
@@ -49,9 +51,12 @@ def read_state(home: Home) -> State:
     """The last persisted list; an unreadable file is set aside (logged) and read as empty,
     an unreadable entry is skipped (logged)."""
     try:
-        with open(home.state_file) as f:
+        with os.fdopen(open_own(home.state_file)) as f:
             data = json.load(f)
     except FileNotFoundError:
+        return State()
+    except PermissionError as exc:  # planted by another user, or a link: never run it
+        log.error("refusing the process list: %s", exc)
         return State()
     except (OSError, ValueError) as exc:
         broken = f"{home.state_file}.broken-{int(time.time())}"
@@ -69,7 +74,8 @@ def read_state(home: Home) -> State:
             records.append(InstanceRecord.from_dict(entry))
         except (TypeError, KeyError) as exc:
             log.error("skipping an unreadable entry of the process list: %s", exc)
-    return State(records, int(data.get("next_id", 0)), data.get("metrics"))
+    return State(records, int(data.get("next_id", 0)), data.get("metrics"),
+                 data.get("web"))
 
 
 def is_same_process(pid: int, recorded_create_time: float) -> bool:
