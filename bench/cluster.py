@@ -60,22 +60,22 @@ from common import (
     CLK_TCK,
     REPO,
     BenchError,
+    add_end_options,
     alive,
     bench_env,
     cmdline,
-    exit_status,
     git_info,
     install_corral,
     machine_info,
-    raise_on_sigterm,
-    record_end,
+    new_parser,
     remove_tmp,
+    run_bench,
     run_cmd,
-    run_guarded,
+    save_results,
     say,
     stat_fields,
+    unmet_needs,
     wait_quiet,
-    write_json,
 )
 from common import fmt_values as fmt
 
@@ -507,7 +507,7 @@ class Bench:
             top = (ranked + [0] * config.workers)[:config.workers]
             served = sum(split.values())
 
-            def pct(ticks: int) -> float:
+            def pct(ticks: int, wall: float = wall) -> float:
                 return 100.0 * ticks / CLK_TCK / wall
 
             r0, r1 = cpu0[root], cpu1[root]
@@ -744,7 +744,7 @@ def _get(run: dict[str, Any], path: str) -> Any:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="2 s runs, 1 run per config, 1 s warm-up (a smoke test)")
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default 5)")
@@ -767,33 +767,21 @@ def main() -> int:
                         help="skip the reference and extra configs of part 2")
     parser.add_argument("--uvicorn", default="==0.54.0", help="pip version spec for uvicorn")
     parser.add_argument("--gunicorn", default="==27.0.1", help="pip version spec for gunicorn")
-    parser.add_argument("--out", default=os.path.join(REPO, "bench", "out"),
-                        help="folder for the JSON of raw results (default bench/out)")
-    parser.add_argument("--keep", action="store_true", help="keep the temp folder")
+    add_end_options(parser, pm2=False)
     args = parser.parse_args()
     args.duration = args.duration or (2.0 if args.quick else 5.0)
     args.runs = args.runs or (1 if args.quick else 3)
     args.warmup = args.warmup or (1.0 if args.quick else 2.0)
-    if not sys.platform.startswith("linux"):
-        print("bench/cluster.py reads /proc: Linux only", file=sys.stderr)
+    if unmet_needs("bench/cluster.py"):
         return 2
 
-    raise_on_sigterm()
-    bench = Bench(args)
-    failed = run_guarded(bench)
-    results = bench.results
-    record_end(results, "python bench/cluster.py" + " ".join(
-        [""] + [a for a in sys.argv[1:]]))
+    results, failed = run_bench(Bench, args, "bench/cluster.py", sys.argv[1:])
     text = ""
     if results.get("runs") and "settings" in results:
         text = report(results)
-    if failed is not None:
-        results["error"] = repr(failed)
-    write_json(args.out, "cluster", results)
-    if failed is not None:
-        if text:
-            print(text)
-        return exit_status(failed, "bench/cluster.py")
+    status = save_results(results, failed, args.out, "cluster", partial=text)
+    if status is not None:
+        return status
     m = results["machine"]
     print(f"\ncorral {m['corral']} ({m['corral_git'].get('commit')}"
           f"{' + uncommitted src changes' if m['corral_git'].get('src_dirty') else ''}), "

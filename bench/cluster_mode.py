@@ -65,25 +65,25 @@ from common import (
     REPO,
     BenchError,
     ManagerBench,
-    alive,
+    add_end_options,
+    add_quiet_options,
     bench_env,
-    cmdline,
-    exit_status,
+    finish,
     git_info,
     install_corral,
     install_pm2,
     kill_leftovers,
     kill_managers,
     machine_info,
-    raise_on_sigterm,
-    record_end,
+    new_parser,
+    record_daemon_pids,
     remove_tmp,
+    run_bench,
     run_cmd,
-    run_guarded,
     say,
     stat_fields,
+    unmet_needs,
     venv_versions,
-    write_json,
 )
 from common import fmt_values as fmt
 
@@ -340,13 +340,8 @@ class Bench(ManagerBench):
     def start_daemons(self) -> None:
         for manager in ("corral", "pm2"):
             self.run([self.cli(manager), "ping"])
-        for manager, path in (("corral", os.path.join(self.env["CORRAL_HOME"], "corral.pid")),
-                              ("pm2", os.path.join(self.env["PM2_HOME"], "pm2.pid"))):
-            with open(path) as f:
-                pid = int(f.read().strip())
-            if not alive(pid) or self.tmp not in cmdline(pid):
-                raise BenchError(f"{manager} daemon pid {pid} is not ours: {cmdline(pid)!r}")
-            self.daemon_pids[manager] = pid
+        record_daemon_pids(self.daemon_pids, self.env["CORRAL_HOME"], self.env["PM2_HOME"],
+                           self.tmp)
         self.results["daemon_pids"] = dict(self.daemon_pids)
         say(f"daemons up: {self.daemon_pids}")
 
@@ -819,7 +814,7 @@ def report(r: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="1 run per config, 8 s reload runs (reloads at 2 and 5 s), 4 s "
                         "throughput runs")
@@ -829,17 +824,8 @@ def main() -> int:
                         help="control runs with no reload, s (default 10; 4 with --quick)")
     parser.add_argument("--reload-at", help="reload times, s, comma-separated (default 5,12)")
     parser.add_argument("--tput-duration", type=int, help="throughput runs, s (default 10)")
-    parser.add_argument("--max-other", type=float, default=0.3,
-                        help="a run during which other jobs used more CPU than this (cores) is "
-                        "repeated; also the quiet level waited for before each run (default 0.3)")
-    parser.add_argument("--retries", type=int, default=2,
-                        help="repeats of a disturbed run before keeping it (default 2)")
-    parser.add_argument("--quiet-timeout", type=float, default=120,
-                        help="longest wait for a quiet machine before a run, s (default 120)")
-    parser.add_argument("--pm2-version", default="7", help="npm version spec (default 7)")
-    parser.add_argument("--out", default=os.path.join(REPO, "bench", "out"),
-                        help="folder for the JSON of raw results (default bench/out)")
-    parser.add_argument("--keep", action="store_true", help="keep the temp folder")
+    add_quiet_options(parser)
+    add_end_options(parser)
     args = parser.parse_args()
     args.runs = args.runs or (1 if args.quick else 3)
     args.duration = args.duration or (8 if args.quick else 20)
@@ -847,40 +833,11 @@ def main() -> int:
     args.reload_at = ([float(x) for x in args.reload_at.split(",")] if args.reload_at
                       else [2.0, 5.0] if args.quick else [5.0, 12.0])
     args.tput_duration = args.tput_duration or (4 if args.quick else 10)
-    if not sys.platform.startswith("linux"):
-        print("bench/cluster_mode.py reads /proc: Linux only", file=sys.stderr)
-        return 2
-    if shutil.which("wrk") is None:
-        print("bench/cluster_mode.py needs wrk on the PATH", file=sys.stderr)
+    if unmet_needs("bench/cluster_mode.py", "wrk"):
         return 2
 
-    raise_on_sigterm()
-    bench = Bench(args)
-    failed = run_guarded(bench)
-    results = bench.results
-    argv = sys.argv[1:]
-    record_end(results, "python bench/cluster_mode.py" + "".join(f" {a}" for a in argv))
-    text = None
-    if failed is None:
-        try:
-            text = report(results)
-        except Exception as exc:  # noqa: BLE001 - keep the raw results
-            failed = exc
-    if failed is not None:
-        results["error"] = repr(failed)
-    write_json(args.out, "cluster_mode", results)
-    if failed is not None:
-        return exit_status(failed, "bench/cluster_mode.py")
-    m = results["machine"]
-    print(f"\ncorral {m['corral']} vs PM2 {m['pm2']}; nproc {m['nproc']} ({m['cpu']}), python "
-          f"{m['python']}, node {m['node']}, {m['wrk']}; whole run {results['wall_s']:.0f} s; "
-          f"load average at start {m['loadavg_at_start'][0]:.2f}, at end "
-          f"{results['loadavg_at_end'][0]:.2f}")
-    if results["notes"]:
-        print("\nnotes:\n" + "\n".join(f"* {n}" for n in results["notes"]))
-    print()
-    print(text)
-    return 0
+    results, failed = run_bench(Bench, args, "bench/cluster_mode.py", sys.argv[1:])
+    return finish(results, failed, report, args.out, "cluster_mode")
 
 
 if __name__ == "__main__":

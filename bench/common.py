@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts of this folder (core.py, cluster.py,
 cluster_mode.py, worker_kill.py, logs.py, watch.py): messages, /proc readers, statistics, the installs
-of PM2 and corral into a temp folder, the cleanup of what a run started, machine facts.
+of PM2 and corral into a temp folder, the cleanup of what a run started, machine facts, the
+options they share, and the run itself with its end (raw results to JSON, exit status).
 
 The scripts run as `python bench/<name>.py`, which puts this folder on sys.path, so they
 `import common`. Standard library only; Linux only (it reads /proc).
@@ -8,6 +9,7 @@ The scripts run as `python bench/<name>.py`, which puts this folder on sys.path,
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -336,7 +338,48 @@ def git_info(paths: Sequence[str] = ("src", "pyproject.toml"), *, short: bool = 
 
 # ---- running a bench -----------------------------------------------------------------------
 
+def new_parser(doc: str) -> argparse.ArgumentParser:
+    """The scripts' argument parser: the first paragraph of their docstring as description."""
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0])
+
+
+def add_quiet_options(parser: argparse.ArgumentParser) -> None:
+    """--max-other, --retries, --quiet-timeout: a run that other jobs disturbed is repeated
+    (cluster_mode.py, worker_kill.py)."""
+    parser.add_argument("--max-other", type=float, default=0.3,
+                        help="a run during which other jobs used more CPU than this (cores) is "
+                        "repeated; also the quiet level waited for before each run (default 0.3)")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="repeats of a disturbed run before keeping it (default 2)")
+    parser.add_argument("--quiet-timeout", type=float, default=120,
+                        help="longest wait for a quiet machine before a run, s (default 120)")
+
+
+def add_end_options(parser: argparse.ArgumentParser, *, pm2: bool = True) -> None:
+    """The options most scripts end with: --pm2-version (if pm2), --out, --keep."""
+    if pm2:
+        parser.add_argument("--pm2-version", default="7", help="npm version spec (default 7)")
+    parser.add_argument("--out", default=os.path.join(REPO, "bench", "out"),
+                        help="folder for the JSON of raw results (default bench/out)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder")
+
+
+def unmet_needs(script: str, *programs: str) -> bool:
+    """True, after saying why on stderr, if the script cannot run here: not Linux (it reads
+    /proc), or one of `programs` not on the PATH."""
+    if not sys.platform.startswith("linux"):
+        print(f"{script} reads /proc: Linux only", file=sys.stderr)
+        return True
+    for program in programs:
+        if shutil.which(program) is None:
+            print(f"{script} needs {program} on the PATH", file=sys.stderr)
+            return True
+    return False
+
+
 class Runnable(Protocol):
+    results: dict[str, Any]
+
     def main(self) -> object: ...
 
     def cleanup(self) -> None: ...
@@ -368,6 +411,18 @@ def record_end(results: dict[str, Any], command: str) -> None:
     results["loadavg_at_end"] = os.getloadavg()
 
 
+def run_bench(make: Callable[[Any], Runnable], args: Any, script: str,
+              argv: Sequence[str]) -> tuple[dict[str, Any], BaseException | None]:
+    """The whole run: SIGTERM raises KeyboardInterrupt, then make(args).main() and its
+    cleanup() whatever happened, then `python <script> <argv...>`, the wall time and the load
+    average into its results. Returns (results, what main() raised)."""
+    raise_on_sigterm()
+    bench = make(args)
+    failed = run_guarded(bench)
+    record_end(bench.results, "python " + script + "".join(f" {a}" for a in argv))
+    return bench.results, failed
+
+
 def exit_status(failed: BaseException, script: str) -> int:
     """1 after printing a BenchError (a failed command, a check that did not hold); any other
     exception is raised again."""
@@ -386,3 +441,50 @@ def write_json(folder: str, name: str, results: dict[str, Any]) -> str:
         json.dump(results, f, indent=1)
     say(f"raw results: {os.path.relpath(path)}")
     return path
+
+
+def save_results(results: dict[str, Any], failed: BaseException | None, out: str, name: str,
+                 partial: str = "") -> int | None:
+    """The failure (if any) into results, then every raw sample to <out>/<name>-<timestamp>.json.
+    After a failure, prints `partial` (a report of what was measured, if any) and returns the
+    exit status of bench/<name>.py (exit_status); None after a success."""
+    if failed is not None:
+        results["error"] = repr(failed)
+    write_json(out, name, results)
+    if failed is None:
+        return None
+    if partial:
+        print(partial)
+    return exit_status(failed, f"bench/{name}.py")
+
+
+def finish(results: dict[str, Any], failed: BaseException | None,
+           report: Callable[[dict[str, Any]], str], out: str, name: str, *,
+           loadavg: int = 1) -> int:
+    """The end of a corral-vs-PM2 wrk bench (cluster_mode.py, worker_kill.py): the report (one
+    that raises fails the run, the raw results are still written), the JSON (save_results),
+    then on stdout a headline (versions, machine, wall time, the first `loadavg` values of
+    the load average at start and end), the notes and the report. Returns the exit status."""
+    text = ""
+    if failed is None:
+        try:
+            text = report(results)
+        except Exception as exc:  # noqa: BLE001 - keep the raw results
+            failed = exc
+    status = save_results(results, failed, out, name)
+    if status is not None:
+        return status
+    m = results["machine"]
+
+    def loads(values: Sequence[float]) -> str:
+        return " ".join(f"{x:.2f}" for x in values[:loadavg])
+
+    print(f"\ncorral {m['corral']} vs PM2 {m['pm2']}; nproc {m['nproc']} ({m['cpu']}), python "
+          f"{m['python']}, node {m['node']}, {m['wrk']}; whole run {results['wall_s']:.0f} s; "
+          f"load average at start {loads(m['loadavg_at_start'])}, at end "
+          f"{loads(results['loadavg_at_end'])}")
+    if results["notes"]:
+        print("\nnotes:\n" + "\n".join(f"* {n}" for n in results["notes"]))
+    print()
+    print(text)
+    return 0

@@ -33,19 +33,17 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from typing import Any
 
 from common import (
-    REPO,
     BenchError,
     ManagerBench,
+    add_end_options,
     alive,
     bench_env,
     cmdline,
     cpu_seconds,
-    exit_status,
     fmt,
     git_info,
     install_corral,
@@ -53,19 +51,19 @@ from common import (
     kill_leftovers,
     kill_managers,
     machine_info,
-    raise_on_sigterm,
+    new_parser,
     record_daemon_pids,
-    record_end,
     remove_tmp,
     rss_mib,
+    run_bench,
     run_cmd,
-    run_guarded,
+    save_results,
     say,
     sched_cpu_seconds,
     stamped_pids,
     summary,
+    unmet_needs,
     venv_versions,
-    write_json,
 )
 
 # The app both managers run. It records time.time() at its very start in a file
@@ -433,37 +431,26 @@ def report(r: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="8 CLI runs, 4 kills, 10 s idle window (for a smoke test)")
     parser.add_argument("--runs", type=int, help="timed CLI runs per command (default 20)")
     parser.add_argument("--reps", type=int, help="kill -9 repetitions per manager (default 9)")
     parser.add_argument("--idle", type=float, help="idle window in seconds (default 30)")
-    parser.add_argument("--pm2-version", default="7", help="npm version spec (default 7)")
-    parser.add_argument("--out", default=os.path.join(REPO, "bench", "out"),
-                        help="folder for the JSON of raw results (default bench/out)")
-    parser.add_argument("--keep", action="store_true", help="keep the temp folder")
+    add_end_options(parser)
     args = parser.parse_args()
     args.runs = args.runs or (8 if args.quick else 20)
     args.reps = args.reps or (4 if args.quick else 9)
     args.idle = args.idle or (10.0 if args.quick else 30.0)
-    if not sys.platform.startswith("linux"):
-        print("bench/core.py reads /proc: Linux only", file=sys.stderr)
+    if unmet_needs("bench/core.py"):
         return 2
 
-    raise_on_sigterm()
-    bench = Bench(args)
-    failed = run_guarded(bench)
-    results = bench.results
-    record_end(results, "python bench/core.py" + (" --quick" if args.quick else ""))
+    results, failed = run_bench(Bench, args, "bench/core.py", ["--quick"] if args.quick else [])
     if failed is None:
-        text, rows = report(results)
-        results["summary"] = rows
-    else:
-        results["error"] = repr(failed)
-    write_json(args.out, "core", results)
-    if failed is not None:
-        return exit_status(failed, "bench/core.py")
+        text, results["summary"] = report(results)
+    status = save_results(results, failed, args.out, "core")
+    if status is not None:
+        return status
     m = results["machine"]
     print(f"\ncorral {m['corral']} vs PM2 {m['pm2']}; nproc {m['nproc']}, python {m['python']}, "
           f"node {m['node']}; whole run {results['wall_s']:.0f} s; load average at start "

@@ -58,10 +58,10 @@ from common import (
     REPO,
     BenchError,
     ManagerBench,
+    add_end_options,
     alive,
     bench_env,
     cpu_seconds,
-    exit_status,
     fmt_values,
     git_info,
     install_corral,
@@ -69,16 +69,16 @@ from common import (
     kill_leftovers,
     kill_managers,
     machine_info,
-    raise_on_sigterm,
+    new_parser,
     record_daemon_pids,
-    record_end,
     remove_tmp,
+    run_bench,
     run_cmd,
-    run_guarded,
+    save_results,
     say,
+    unmet_needs,
     venv_versions,
     wait_quiet,
-    write_json,
 )
 
 APP_FILE = os.path.join(REPO, "bench", "apps", "burst.py")
@@ -707,7 +707,7 @@ def report(r: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="1 run of each config, 50,000 lines a burst (smoke test)")
     parser.add_argument("--runs", type=int, help="runs of each config (default 3)")
@@ -724,34 +724,21 @@ def main() -> int:
                         "than this %% of one core (default 30)")
     parser.add_argument("--quiet-wait", type=float, default=10.0,
                         help="longest wait for a quiet machine before a burst, in s (default 10)")
-    parser.add_argument("--pm2-version", default="7", help="npm version spec (default 7)")
-    parser.add_argument("--out", default=os.path.join(REPO, "bench", "out"),
-                        help="folder for the JSON of raw results (default bench/out)")
-    parser.add_argument("--keep", action="store_true", help="keep the temp folder")
+    add_end_options(parser)
     args = parser.parse_args()
     args.runs = args.runs or (1 if args.quick else 3)
     args.lines = args.lines or (50_000 if args.quick else 200_000)
-    if not sys.platform.startswith("linux"):
-        print("bench/logs.py reads /proc: Linux only", file=sys.stderr)
+    if unmet_needs("bench/logs.py"):
         return 2
 
-    raise_on_sigterm()
-    bench = Bench(args)
-    failed = run_guarded(bench)
-    results = bench.results
-    record_end(results, "python bench/logs.py" + " ".join(
-        [""] + [a for a in sys.argv[1:] if not a.startswith("--out")]))
+    results, failed = run_bench(Bench, args, "bench/logs.py",
+                                [a for a in sys.argv[1:] if not a.startswith("--out")])
     text = ""
     if results.get("configs"):
-        text, goals = report(results)
-        results["goals"] = goals
-    if failed is not None:
-        results["error"] = repr(failed)
-    write_json(args.out, "logs", results)
-    if failed is not None:
-        if text:
-            print(text)
-        return exit_status(failed, "bench/logs.py")
+        text, results["goals"] = report(results)
+    status = save_results(results, failed, args.out, "logs", partial=text)
+    if status is not None:
+        return status
     m = results["machine"]
     print(f"\ncorral {m['corral']} vs PM2 {m['pm2']}; nproc {m['nproc']}, python {m['python']}, "
           f"node {m['node']}; {args.lines} lines of {LINE_BYTES} bytes per instance, "

@@ -60,18 +60,18 @@ from common import (
     kill_leftovers,
     kill_managers,
     machine_info,
-    raise_on_sigterm,
+    new_parser,
     record_daemon_pids,
-    record_end,
     remove_tmp,
     rss_mib,
+    run_bench,
     run_cmd,
-    run_guarded,
     say,
     sched_cpu_seconds,
     stamped_pids,
     status_field,
     summary,
+    unmet_needs,
     venv_versions,
 )
 
@@ -242,7 +242,7 @@ class Bench(ManagerBench):
 
     def make_trees(self) -> None:
         folders, per = self.args.folders, self.args.files_per_folder
-        for manager, tree in self.trees.items():
+        for tree in self.trees.values():
             for d in range(folders):
                 folder = os.path.join(tree, f"d{d:03d}")
                 os.makedirs(folder)
@@ -626,7 +626,7 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="15 s idle window, 3 saves per manager (smoke test)")
     parser.add_argument("--apps", type=int, default=20, help="watched apps per manager (20)")
@@ -643,15 +643,10 @@ def main() -> int:
     args = parser.parse_args()
     args.idle = args.idle or (15.0 if args.quick else 60.0)
     args.reps = args.reps or (3 if args.quick else 7)
-    if not sys.platform.startswith("linux"):
-        print("bench/watch.py reads /proc: Linux only", file=sys.stderr)
+    if unmet_needs("bench/watch.py"):
         return 2
 
-    raise_on_sigterm()
-    bench = Bench(args)
-    failed = run_guarded(bench)
-    results = bench.results
-    record_end(results, " ".join(["python", "bench/watch.py", *sys.argv[1:]]))
+    results, failed = run_bench(Bench, args, "bench/watch.py", sys.argv[1:])
     text = ""
     if failed is None:
         text = report(results, args)

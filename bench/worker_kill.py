@@ -73,24 +73,26 @@ from common import (
     REPO,
     BenchError,
     ManagerBench,
+    add_end_options,
+    add_quiet_options,
     alive,
     bench_env,
     cmdline,
-    exit_status,
+    finish,
     git_info,
     install_corral,
     install_pm2,
     kill_leftovers,
     kill_managers,
     machine_info,
-    raise_on_sigterm,
-    record_end,
+    new_parser,
+    record_daemon_pids,
     remove_tmp,
+    run_bench,
     run_cmd,
-    run_guarded,
     say,
+    unmet_needs,
     venv_versions,
-    write_json,
 )
 from common import fmt_values as fmt
 
@@ -107,8 +109,8 @@ METHODS = ("cli", "api")
 # (Python's time.monotonic_ns and Node's process.hrtime.bigint read the same clock).
 CORRAL_POLLER = r'''
 import json, sys, time
-from corral.client import Client
-from corral.paths import home_from_env
+from corral.client.connection import Client
+from corral.store.home import home_from_env
 
 pause, limit = float(sys.argv[1]), float(sys.argv[2])
 client = Client(home_from_env(), start=False)
@@ -274,13 +276,8 @@ class Bench(ManagerBench):
     def start_daemons(self) -> None:
         for manager in MANAGERS:
             self.run([self.cli(manager), "ping"])
-        for manager, path in (("corral", os.path.join(self.env["CORRAL_HOME"], "corral.pid")),
-                              ("pm2", os.path.join(self.env["PM2_HOME"], "pm2.pid"))):
-            with open(path) as f:
-                pid = int(f.read().strip())
-            if not alive(pid) or self.tmp not in cmdline(pid):
-                raise BenchError(f"{manager} daemon pid {pid} is not ours: {cmdline(pid)!r}")
-            self.daemon_pids[manager] = pid
+        record_daemon_pids(self.daemon_pids, self.env["CORRAL_HOME"], self.env["PM2_HOME"],
+                           self.tmp)
         self.results["daemon_pids"] = dict(self.daemon_pids)
         say(f"daemons up: {self.daemon_pids}")
 
@@ -677,7 +674,7 @@ def report(r: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = new_parser(__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="3 kills and 1 control run per manager")
     parser.add_argument("--reps", type=int, help="kills per manager (default 7; 3 with --quick)")
@@ -694,17 +691,8 @@ def main() -> int:
                         "(the daemon's list over one open connection) (default cli,api)")
     parser.add_argument("--limit", type=float, default=15,
                         help="give up waiting for the replacement after this, s (default 15)")
-    parser.add_argument("--max-other", type=float, default=0.3,
-                        help="a run during which other jobs used more CPU than this (cores) is "
-                        "repeated; also the quiet level waited for before each run (default 0.3)")
-    parser.add_argument("--retries", type=int, default=2,
-                        help="repeats of a disturbed run before keeping it (default 2)")
-    parser.add_argument("--quiet-timeout", type=float, default=120,
-                        help="longest wait for a quiet machine before a run, s (default 120)")
-    parser.add_argument("--pm2-version", default="7", help="npm version spec (default 7)")
-    parser.add_argument("--out", default=os.path.join(REPO, "bench", "out"),
-                        help="folder for the JSON of raw results (default bench/out)")
-    parser.add_argument("--keep", action="store_true", help="keep the temp folder")
+    add_quiet_options(parser)
+    add_end_options(parser)
     args = parser.parse_args()
     args.reps = args.reps if args.reps is not None else (3 if args.quick else 7)
     args.controls = args.controls if args.controls is not None else (1 if args.quick else 3)
@@ -713,39 +701,11 @@ def main() -> int:
         parser.error("--reps must be >= 1 and --kill-at < --duration")
     if not args.methods or set(args.methods) - set(METHODS):
         parser.error(f"--methods: a comma-separated list of {', '.join(METHODS)}")
-    if not sys.platform.startswith("linux"):
-        print("bench/worker_kill.py reads /proc: Linux only", file=sys.stderr)
-        return 2
-    if shutil.which("wrk") is None:
-        print("bench/worker_kill.py needs wrk on the PATH", file=sys.stderr)
+    if unmet_needs("bench/worker_kill.py", "wrk"):
         return 2
 
-    raise_on_sigterm()
-    bench = Bench(args)
-    failed = run_guarded(bench)
-    results = bench.results
-    record_end(results, "python bench/worker_kill.py" + "".join(f" {a}" for a in sys.argv[1:]))
-    text = None
-    if failed is None:
-        try:
-            text = report(results)
-        except Exception as exc:  # noqa: BLE001 - keep the raw results
-            failed = exc
-    if failed is not None:
-        results["error"] = repr(failed)
-    write_json(args.out, "worker_kill", results)
-    if failed is not None:
-        return exit_status(failed, "bench/worker_kill.py")
-    m = results["machine"]
-    print(f"\ncorral {m['corral']} vs PM2 {m['pm2']}; nproc {m['nproc']} ({m['cpu']}), python "
-          f"{m['python']}, node {m['node']}, {m['wrk']}; whole run {results['wall_s']:.0f} s; "
-          f"load average at start {' '.join(f'{x:.2f}' for x in m['loadavg_at_start'])}, at "
-          f"end {' '.join(f'{x:.2f}' for x in results['loadavg_at_end'])}")
-    if results["notes"]:
-        print("\nnotes:\n" + "\n".join(f"* {n}" for n in results["notes"]))
-    print()
-    print(text)
-    return 0
+    results, failed = run_bench(Bench, args, "bench/worker_kill.py", sys.argv[1:])
+    return finish(results, failed, report, args.out, "worker_kill", loadavg=3)
 
 
 if __name__ == "__main__":

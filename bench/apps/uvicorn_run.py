@@ -4,7 +4,6 @@ corral.cluster runs in each worker. HOST / PORT from the environment."""
 import os
 
 import uvicorn
-
 from asgi_app import app
 
 uvicorn.run(app, host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ["PORT"]),
