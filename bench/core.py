@@ -140,9 +140,9 @@ class Bench(ManagerBench):
         say("python -m venv + pip install (non-editable) ...")
         install_corral(self.run, self.tmp, self.venv)
         info = venv_versions(self.run, self.venv, "psutil")
-        pyc = os.path.join(os.path.dirname(info[3]), "__pycache__")
+        pyc = os.path.join(os.path.dirname(info[3]), "client", "__pycache__")
         if not any(n.startswith("cli.") and n.endswith(".pyc") for n in os.listdir(pyc)):
-            raise BenchError(f"no compiled cli.*.pyc in {pyc}")
+            raise BenchError(f"no compiled client/cli.*.pyc in {pyc}")
         node = self.run(["node", "--version"]).stdout.strip()
         self.results["machine"] = machine_info() | {
             "python": info[0], "node": node, "pm2": pm2_version, "corral": info[1],
