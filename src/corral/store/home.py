@@ -39,7 +39,7 @@ class Home:
         as us and a planted link would make us overwrite a file of ours."""
         try:
             st = os.stat(self.root)
-        except FileNotFoundError:
+        except OSError:  # none yet, or not reachable: ensure() makes it or says why
             return
         uid = os.getuid()
         if st.st_uid != uid:
