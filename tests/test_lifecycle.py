@@ -41,13 +41,13 @@ def test_start_list_stop_restart_delete(corral: Corral) -> None:
     assert row and row["pm2_env"]["status"] == "stopped" and row["pid"] == 0
     assert not alive(first_pid)
 
-    corral.run("restart", "hello")
+    corral.run("restart", "hello")  # of a stopped app: not counted, as in PM2
     row = corral.wait_status("hello", "online")
-    assert row["pm2_env"]["restart_time"] == 1 and row["pid"] != first_pid
+    assert row["pm2_env"]["restart_time"] == 0 and row["pid"] != first_pid
 
     corral.run("restart", "0")
     row = corral.wait_status("hello", "online")
-    assert row["pm2_env"]["restart_time"] == 2
+    assert row["pm2_env"]["restart_time"] == 1
     second_pid = row["pid"]
 
     corral.run("delete", "hello")

@@ -149,6 +149,25 @@ class API:
                 result = self.act(action, names)
         return result
 
+    def load_stdin(self, text: str, env_name: str | None = None,
+                   only: Sequence[str] | None = None) -> Any:
+        """`start -`, `delete -`: an ecosystem (PM2's JSON) read from standard input."""
+        from corral.config import ecosystem
+
+        return ecosystem.load(ecosystem.STDIN, env_name, list(only) if only else None,
+                              text=text)
+
+    def restart_with(self, names: Iterable[str | int], update: dict[str, Any] | None = None,
+                     toggle_watch: bool = False, env: dict[str, str] | None = None
+                     ) -> dict[str, Any]:
+        """Restart, applying first `update` (AppSpec fields: PM2's attribute update, what
+        `restart NAME --max-memory-restart 300M` changes), toggling watch, and with env
+        (--update-env) replacing the shell part of the environment."""
+        result: dict[str, Any] = self.client.call(
+            "restart", targets=self.targets(names), env=env, toggle_watch=toggle_watch,
+            update=update or None)
+        return result
+
     def restart_update_env(self, names: Iterable[str | int],
                            env: dict[str, str] | None = None) -> dict[str, Any]:
         """Restart with a new shell environment (default: this process's); variables that
@@ -158,10 +177,13 @@ class API:
         return result
 
     def reload(self, names: Iterable[str | int], parallel: int = 1,
-               env: dict[str, str] | None = None) -> dict[str, Any]:
-        """Rolling reload (cluster mode); fork-mode apps are restarted. env: --update-env."""
-        result: dict[str, Any] = self.client.call("reload", targets=self.targets(names),
-                                                  parallel=parallel, env=env)
+               env: dict[str, str] | None = None, update: dict[str, Any] | None = None,
+               toggle_watch: bool = False) -> dict[str, Any]:
+        """Rolling reload (cluster mode); fork-mode apps are restarted. env: --update-env;
+        update and toggle_watch as for restart_with()."""
+        result: dict[str, Any] = self.client.call(
+            "reload", targets=self.targets(names), parallel=parallel, env=env,
+            update=update or None, toggle_watch=toggle_watch)
         return result
 
     def scale(self, name: str, count: str | int) -> dict[str, Any]:

@@ -29,7 +29,7 @@ docs: README.md and docs/ in the corral repository.
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    from corral.model.names import POLICIES
+    from corral.client import startopts
 
     parser = argparse.ArgumentParser(
         prog="corral",
@@ -47,100 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--interpreter), a .sh/.js/.rb/... script (interpreter by extension), a binary, "
         "a module (-m) or a shell command in quotes. Arguments after `--` go to the app.",
     )
-    start.add_argument("script", nargs="?",
-                       help="script path, binary, module (-m), \"shell command\" or an "
-                       "ecosystem file (default: the ecosystem file of this folder)")
+    start.add_argument("scripts", nargs="*", metavar="script",
+                       help="script path, binary, module (-m), \"shell command\", an "
+                       "ecosystem file, `-` (an ecosystem as JSON on stdin), or the name, id "
+                       "or namespace of a registered app (restarted); several start several "
+                       "apps (default: the ecosystem file of this folder)")
     start.add_argument("--env", dest="env_name", metavar="NAME",
                        help="with an ecosystem file: apply each app's env_NAME")
     start.add_argument("--only", metavar="A,B", help="with an ecosystem file: only these apps")
-    start.add_argument("-n", "--name", help="app name (default: script name without extension)")
-    start.add_argument("-i", "--instances",
-                       help="number of instances: N, max (or 0) = one per CPU, -N = CPUs minus "
-                       "N; on a Python app this means cluster mode (one port, N workers)")
-    start.add_argument("--exec-mode", choices=("fork", "cluster"),
-                       help="fork: N separate processes; cluster: N workers sharing the app's "
-                       "ports (default with -i on a Python app)")
-    start.add_argument("--cluster-policy", choices=POLICIES,
-                       help="how cluster workers share a port (default shared; docs/cluster.md)")
-    start.add_argument("--listen-timeout", type=int, metavar="MS",
-                       help="reload: how long to wait for a new worker to listen (default 3000)")
-    start.add_argument("--wait-ready", action="store_true",
-                       help="reload: wait for the worker's corral.ready() instead of listening")
-    start.add_argument("--shutdown-with-message", action="store_true",
-                       help="stop cluster workers with a 'shutdown' message instead of a signal")
-    start.add_argument("-m", "--module", action="store_true",
-                       help="run SCRIPT as a Python module (python -m SCRIPT)")
-    start.add_argument("--interpreter", help="program that runs the script "
-                       "(e.g. /venv/bin/python, \"uv run\", none for a binary)")
-    start.add_argument("--interpreter-args", "--node-args", dest="interpreter_args", default="",
-                       help="arguments for the interpreter, as one string")
-    start.add_argument("--cwd", help="working directory (default: the current one)")
-    start.add_argument("--namespace", default="default", help="namespace (default: default)")
-    start.add_argument("--no-autorestart", action="store_true",
-                       help="do not restart the app when it exits")
-    start.add_argument("--max-restarts", type=int, metavar="N",
-                       help="unstable restarts allowed before `errored` (default 16)")
-    start.add_argument("--min-uptime", type=int, metavar="MS",
-                       help="a run shorter than this is unstable (default 1000 ms)")
-    start.add_argument("--restart-delay", type=int, default=0, metavar="MS",
-                       help="wait this long before an automatic restart")
-    start.add_argument("--exp-backoff-restart-delay", type=int, default=0, metavar="MS",
-                       help="exponential backoff: first delay, ×1.5 each time, at most 15 s")
-    start.add_argument("--stop-exit-codes", type=int, nargs="+", default=[], metavar="CODE",
-                       help="exit codes after which the app is not restarted")
-    start.add_argument("-k", "--kill-timeout", type=int, metavar="MS",
-                       help="on stop, how long to wait after the kill signal before SIGKILL "
-                       "(default 1600 ms)")
-    start.add_argument("--kill-signal", default="SIGINT",
-                       help="signal sent to stop the app (default SIGINT)")
-    start.add_argument("--instance-var", default="CORRAL_INSTANCE",
-                       help="env var holding the instance index (default CORRAL_INSTANCE)")
-    start.add_argument("-o", "--output", help="stdout log file (NULL disables)")
-    start.add_argument("-e", "--error", help="stderr log file (NULL disables)")
-    start.add_argument("-l", "--log", nargs="?", const="true", metavar="PATH",
-                       help="also write stdout and stderr to one combined file "
-                       "(default CORRAL_HOME/logs/NAME-ID.log)")
-    start.add_argument("--merge-logs", action="store_true",
-                       help="instances share their log files (no -ID suffix)")
-    start.add_argument("--log-date-format", metavar="FMT",
-                       help="stamp each line, PM2's tokens: \"YYYY-MM-DD HH:mm:ss.SSS Z\"")
-    start.add_argument("--time", action="store_true",
-                       help="stamp each line with YYYY-MM-DDTHH:mm:ss")
-    start.add_argument("--log-type", choices=("raw", "json"),
-                       help="json: one JSON object a line (message, timestamp, type, ...)")
-    start.add_argument("--disable-logs", action="store_true", help="write no log files")
-    start.add_argument("--log-max-size", metavar="SIZE",
-                       help="rotate a log file at this size (10M, 1G, ...)")
-    start.add_argument("--log-retain", type=int, metavar="N",
-                       help="rotated files kept (default: all)")
-    start.add_argument("--log-compress", action="store_true", help="gzip rotated files")
-    start.add_argument("--watch", nargs="*", metavar="PATH",
-                       help="restart (reload in cluster mode) when files change: the app's "
-                       "folder, or these paths")
-    start.add_argument("--ignore-watch", nargs="+", default=[], metavar="GLOB",
-                       help="files not to watch (.git, __pycache__, .venv, node_modules are "
-                       "never watched)")
-    start.add_argument("--watch-delay", type=int, metavar="MS",
-                       help="wait this long after a change before restarting")
-    start.add_argument("--health-http", metavar="URL",
-                       help="health check: GET this loopback URL (2xx/3xx is healthy)")
-    start.add_argument("--health-tcp", metavar="[HOST:]PORT", help="health check: connect")
-    start.add_argument("--health-cmd", metavar="CMD", help="health check: run, exit 0")
-    start.add_argument("--health-interval", metavar="DURATION", default="10s",
-                       help="time between checks (default 10s)")
-    start.add_argument("--health-timeout", metavar="DURATION", default="5s",
-                       help="time a check may take (default 5s)")
-    start.add_argument("--health-retries", type=int, default=3, metavar="N",
-                       help="failures in a row before a restart (default 3)")
-    start.add_argument("--health-start-period", metavar="DURATION", default="0",
-                       help="no checks this long after a start")
-    start.add_argument("-c", "--cron-restart", "--cron", dest="cron_restart", metavar="CRON",
-                       help="restart (reload in cluster mode) on a cron schedule: 5 fields, or "
-                       "6 with seconds first; 0 removes it")
-    start.add_argument("--max-memory-restart", metavar="SIZE",
-                       help="restart when the app's whole process tree uses more (200M, 1G)")
-    start.add_argument("-f", "--force", action="store_true",
-                       help="start the script again even if it is already managed")
+    startopts.add_app_options(start, "start")
 
     def targets_cmd(name: str, help_text: str, aliases: tuple[str, ...] = ()) -> Any:
         p = sub.add_parser(name, help=help_text, aliases=list(aliases), description=help_text)
@@ -159,17 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     file_options(targets_cmd(
         "stop", "stop apps (SIGINT, SIGKILL after kill_timeout); they stay listed"), False)
-    restart_cmd = targets_cmd("restart", "stop then start apps (restart count +1); with an "
-                              "ecosystem file, also start its apps that are not registered")
-    restart_cmd.add_argument("--watch", action="store_true",
-                             help="turn watching on (or off, when it was on), as PM2 does")
+    restart_cmd = targets_cmd("restart", "stop then start apps (restart count +1 for a "
+                              "running app); the options of `start` given change the apps' "
+                              "settings; with an ecosystem file, also start its apps that are "
+                              "not registered")
     file_options(restart_cmd, True)
+    startopts.add_app_options(restart_cmd, "restart")
     reload_cmd = targets_cmd("reload", "zero-downtime rolling reload of cluster apps: each "
                              "new worker starts and listens before the old one stops (in fork "
                              "mode this is a restart)")
     reload_cmd.add_argument("--parallel", type=int, default=1, metavar="N",
                             help="workers replaced at a time (default 1)")
     file_options(reload_cmd, True)
+    startopts.add_app_options(reload_cmd, "reload")
     scale = sub.add_parser("scale", help="set an app's number of instances: N, +N or -N",
                            description="Add or remove instances; new ones copy the first, and "
                            "the lowest free instance numbers are reused.")
@@ -187,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="workers replaced at a time (default 1)")
     init = sub.add_parser("init", aliases=["ecosystem"],
                           help="write a commented ecosystem file in this folder")
+    init.add_argument("mode", nargs="?", choices=("simple", "full"), default="full",
+                      help="simple: one app, no comments (PM2's `ecosystem simple`); full "
+                      "(default): every common key, commented")
     init.add_argument("--format", choices=("py", "toml", "yaml", "json"), default="py",
                       help="file format (default py: ecosystem.config.py)")
     init.add_argument("-f", "--force", action="store_true", help="overwrite an existing file")
@@ -195,8 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--env", "--show-env", dest="show_env", action="store_true",
                           help="also print the environment values (hidden by default)")
 
-    sub.add_parser("list", aliases=list(LIST_COMMANDS[1:]), help="list the apps",
-                   description="The process table. Colours follow NO_COLOR and the terminal.")
+    listing = sub.add_parser("list", aliases=list(LIST_COMMANDS[1:]), help="list the apps",
+                             description="The process table. Colours follow NO_COLOR and the "
+                             "terminal.")
+    listing.add_argument("--sort", metavar="FIELD[:asc|:desc]",
+                         help="order by name, id, pid, uptime, restarts, cpu, memory or "
+                         "status (default id:asc)")
+    listing.add_argument("-m", "--mini-list", action="store_true",
+                         help="PM2's mini list: a few lines of key : value per app")
+    sub.add_parser("prettylist", help="the process list as jlist's data, in Node's "
+                   "util.inspect style (PM2's prettylist)")
+    env_cmd = sub.add_parser("env", help="print an app's settings and environment values",
+                             description="Every pm2_env key of the instance and its "
+                             "environment variables, values included (you asked for them).")
+    env_cmd.add_argument("target", help="an id (or any target matching one instance)")
     jlist = sub.add_parser("jlist", help="the process list as JSON, in PM2's shape",
                            description="Print the process list as PM2's `jlist` JSON array.")
     jlist.add_argument("--env", dest="show_env", action="store_true",
@@ -223,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--nostream", action="store_true", help="print and exit, do not follow")
     logs.add_argument("--timestamp", nargs="?", const="YYYY-MM-DD-HH:mm:ss", metavar="FMT",
                       help="prefix followed lines with the time (default YYYY-MM-DD-HH:mm:ss)")
+    logs.add_argument("--format", action="store_true",
+                      help="key=value lines: timestamp=… app=NAME id=N type=out|error "
+                      "message=…")
+    logs.add_argument("--highlight", nargs="?", const="", metavar="TEXT",
+                      help="show TEXT in reverse video where it appears (on a terminal)")
     flush = sub.add_parser("flush", help="empty log files (of the targets, or all)")
     flush.add_argument("targets", nargs="*", metavar="target")
     sub.add_parser("reloadLogs", aliases=["reload-logs"],
@@ -236,6 +173,22 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--allow-remote", action="store_true",
                          help="allow a --host that is not a loopback address")
     metrics.add_argument("--stop", action="store_true", help="stop serving")
+    web = sub.add_parser("web", help="a web dashboard in the browser (off by default)",
+                         description="Turn the web dashboard on in the daemon (remembered "
+                         "by the next daemon) and print its URL, which carries the access "
+                         "token: the process table, logs, events and actions in a browser. "
+                         "Loopback only unless --allow-remote. docs/web.md.")
+    web.add_argument("--port", type=int, help="port to serve on (default 9616; 0: any "
+                     "free port)")
+    web.add_argument("--host", help="address (default 127.0.0.1)")
+    web.add_argument("--allow-remote", action="store_true",
+                     help="allow a --host that is not a loopback address")
+    web_mode = web.add_mutually_exclusive_group()
+    web_mode.add_argument("--url", action="store_true",
+                          help="print the URL again (the dashboard stays as it is)")
+    web_mode.add_argument("--stop", action="store_true", help="turn the dashboard off")
+    web_mode.add_argument("--rotate", action="store_true",
+                          help="a new access token: the old URL and open pages stop working")
     sub.add_parser("monit", aliases=["dashboard", "dash"],
                    help="full-screen dashboard: apps, live cpu/memory, logs; keys to act",
                    description="↑/↓ select, r restart, l reload, s stop, S start, q quit.")
@@ -268,11 +221,34 @@ def build_parser() -> argparse.ArgumentParser:
                               "CORRAL_HOME is HOME/.corral unless CORRAL_HOME is set")
             boot.add_argument("--print", action="store_true", dest="print_only",
                               help="print the unit, write nothing")
-    sub.add_parser("update",
+    sub.add_parser("update", aliases=["updatePM2"],
                    help="replace the daemon with this corral's version; the apps keep running",
                    description="The daemon hands its apps over and exits; a daemon of this "
                    "corral's version adopts them (cluster workers keep serving and hand their "
                    "listeners back). No app is stopped. Use it after upgrading corral.")
+    export = sub.add_parser(
+        "export", help="translate an ecosystem file for Kubernetes or systemd",
+        description="Write what runs the file's apps elsewhere (docs/deploy.md): Kubernetes "
+        "YAML (a Deployment per app, running corral-runtime; a Service where the port is "
+        "known) or systemd units. Only the environment the file sets is exported.")
+    export.add_argument("target", choices=("kubernetes", "k8s", "systemd"))
+    export.add_argument("file", help="the ecosystem file")
+    export.add_argument("--env", dest="env_name", metavar="NAME",
+                        help="apply each app's env_NAME")
+    export.add_argument("--only", metavar="A,B", help="only these apps")
+    export.add_argument("--image", help="kubernetes: the container image (default "
+                        "FOLDER:latest, FOLDER being the file's folder)")
+    export.add_argument("--namespace", metavar="NS", help="kubernetes: metadata.namespace")
+    export.add_argument("--secrets", nargs="?", const="auto", metavar="all|A,B",
+                        help="kubernetes: variables in a Secret, not inline: those whose name "
+                        "or value says secret (PASSWORD, TOKEN, *_KEY, a URL with a "
+                        "password), all, or the ones named")
+    export.add_argument("--file-in-image", metavar="PATH",
+                        help="kubernetes: the file's path in the image (default: its name, "
+                        "in the image's working directory)")
+    export.add_argument("-o", "--output", metavar="DIR",
+                        help="write the files into DIR (default: print them)")
+    export.add_argument("-u", "--user", help="systemd: User= of the units (default: you)")
     sub.add_parser("ping", help="check the daemon, starting it if needed")
     sub.add_parser("kill", help="stop every app, then the daemon")
     return parser
@@ -297,8 +273,28 @@ def main(argv: list[str] | None = None) -> int:
         return 141
 
 
+GLOBAL_FLAGS = ("-s", "--silent", "--no-color")
+
+
+def global_flags(argv: list[str]) -> list[str]:
+    """PM2's options that every command takes: -s/--silent (nothing on stdout) and
+    --no-color (as NO_COLOR). They are taken out of argv (before `--`) and applied."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    found = {a for a in argv[:end] if a in GLOBAL_FLAGS}
+    if not found:
+        return argv
+    import os
+
+    if "--no-color" in found:
+        os.environ["NO_COLOR"] = "1"
+    if found & {"-s", "--silent"}:
+        sys.stdout.flush()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return [a for a in argv[:end] if a not in GLOBAL_FLAGS] + argv[end:]
+
+
 def _main(argv: list[str] | None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = global_flags(list(sys.argv[1:] if argv is None else argv))
     try:
         if len(argv) == 1 and (argv[0] in LIST_COMMANDS or argv[0] == "jlist"):
             return fast_list(argv[0])
@@ -307,7 +303,11 @@ def _main(argv: list[str] | None) -> int:
         return exc.code
     argv, app_args = split_app_args(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "start" and not any(e.startswith("-") for e in extra):
+        args.scripts += extra  # `start a.js --name x b.js`: scripts between the options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return 1
@@ -358,7 +358,31 @@ def run(args: argparse.Namespace, app_args: list[str]) -> int:
 
 
 def cmd_list(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
-    print_table(api.list())
+    from corral.client import render
+
+    rows = api.list()
+    if getattr(args, "sort", None):
+        rows = render.sort_rows(rows, args.sort)
+    if getattr(args, "mini_list", False):
+        print(render.mini_list(rows), end="")
+    else:
+        print_table(rows)
+    return 0
+
+
+def cmd_prettylist(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    from corral.client import render
+
+    print(render.pretty([render.to_pm2(r, __version__) for r in api.list()]))
+    return 0
+
+
+def cmd_env(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    """PM2's `env <id>`: the instance's pm2_env keys and its environment, values shown."""
+    from corral.client import render
+
+    for row in _match(api.list(env=True), [args.target]):
+        print(render.env_lines(row, __version__))
     return 0
 
 
@@ -370,10 +394,9 @@ def cmd_jlist(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
 def cmd_reload(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     import os
 
-    file = ecosystem_target(args.targets)
-    if file is not None:
-        loaded = api.load_file(file, args.env_name, only_list(args))
-        warn(loaded.warnings)
+    loaded = load_target(api, args.targets, args)
+    if loaded is not None:
+        warn(loaded.warnings + file_ignores(args))
         result = api.apply(loaded.specs, "reload", parallel=getattr(args, "parallel", 1))
     elif args.command == "startOrReload":
         raise CorralError(f"{args.targets[0]}: startOrReload takes an ecosystem file")
@@ -382,15 +405,20 @@ def cmd_reload(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
                           "(`corral reload ecosystem.config.py --env NAME`), or use "
                           "--update-env to take this shell's environment")
     else:
+        update, toggle = restart_options(args, app_args)
         result = api.reload(args.targets, parallel=args.parallel,
-                            env=dict(os.environ) if args.update_env else None)
+                            env=dict(os.environ) if args.update_env else None,
+                            update=update, toggle_watch=toggle)
+        warn(result.get("notes", []))
     for name in result["restarted_fork_apps"]:
         print(f"corral: {name} runs in fork mode, which has no zero-downtime reload; "
               "it was restarted", file=sys.stderr)
     print_table(result["list"])
     for failure in result["failures"]:
         print(f"corral: error: {failure}", file=sys.stderr)
-    return 1 if result["failures"] else 0
+    if result["failures"]:
+        return 1
+    return attach(api, args, result["ids"])
 
 
 def cmd_logs(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
@@ -398,7 +426,8 @@ def cmd_logs(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
 
     types = ["err"] if args.err else ["out"] if args.out else ["out", "err", "daemon"]
     return logview.show(api, args.targets, args.lines, types, args.raw, args.json,
-                        args.timestamp, not args.nostream, render.use_colour())
+                        args.timestamp, not args.nostream, render.use_colour(),
+                        key_values=args.format, highlight=args.highlight)
 
 
 def cmd_flush(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
@@ -426,6 +455,32 @@ def cmd_metrics(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     return 0
 
 
+def cmd_web(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    """`corral web`: on (or moved), --url, --stop, --rotate; prints the URL with its token."""
+    if (args.url or args.stop or args.rotate) and (args.port is not None or args.host
+                                                     or args.allow_remote):
+        raise CorralError("--port, --host and --allow-remote go with `corral web` alone")
+    action = "status" if args.url else "stop" if args.stop else \
+        "rotate" if args.rotate else "start"
+    result = api.client.call("web", action=action, port=args.port, host=args.host,
+                             allow_remote=args.allow_remote)
+    if args.stop:
+        print("corral: the web dashboard is off")
+        return 0
+    if result["url"] is None:
+        if args.rotate:
+            print("corral: new access token written; the web dashboard is off (corral web)")
+            return 0
+        raise CorralError("the web dashboard is off; `corral web` turns it on")
+    if result["remote"]:
+        warn([f"the dashboard listens on {result['address'][0]}, beyond this machine: anyone "
+              "who can reach it may try the token, and plain HTTP carries the token and "
+              "your logs unencrypted; prefer a loopback address behind an SSH tunnel or a "
+              "TLS proxy"])
+    print(result["url"])
+    return 0
+
+
 def cmd_scale(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     print_table(api.scale(args.name, args.count)["list"])
     return 0
@@ -433,32 +488,69 @@ def cmd_scale(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
 
 def cmd_act(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     """stop, restart, delete, reset and startOrRestart: on targets or on a file's apps."""
+    import os
+
     command = args.command
     action = {"del": "delete", "startOrRestart": "restart"}.get(command, command)
-    file = ecosystem_target(args.targets)
-    if file is not None:
-        result = act_on_file(api, action, file, args)
+    loaded = load_target(api, args.targets, args)
+    if loaded is not None:
+        warn(loaded.warnings + file_ignores(args))
+        result = act_on_loaded(api, action, loaded)
     elif command.startswith("startOr"):
         raise CorralError(f"{args.targets[0]}: {command} takes an ecosystem file")
     elif getattr(args, "env_name", None):
         raise CorralError("--env applies an ecosystem file's env_<name>: give the file "
                           "(`corral restart ecosystem.config.py --env NAME`), or use "
                           "--update-env to take this shell's environment")
-    elif getattr(args, "update_env", False):
-        result = api.restart_update_env(args.targets)
-    elif action == "restart" and getattr(args, "watch", False):
-        result = api.client.call("restart", targets=api.targets(args.targets),
-                                 toggle_watch=True)
+    elif action == "restart":
+        update, toggle = restart_options(args, app_args)
+        result = api.restart_with(args.targets, update=update, toggle_watch=toggle,
+                                  env=dict(os.environ) if args.update_env else None)
+        warn(result.get("notes", []))
     else:
         result = api.act(action, args.targets)
     print_table(result["list"])
-    return 0
+    return attach(api, args, result.get("ids", [])) if action == "restart" else 0
+
+
+def restart_options(args: argparse.Namespace, app_args: list[str]
+                    ) -> tuple[dict[str, Any], bool]:
+    """The options of `start` given to restart / reload: (fields to update, toggle watch)."""
+    from corral.client import startopts
+
+    notes: list[str] = []
+    typed = startopts.given(args) & set(startopts.DEFAULT_DESTS)
+    update, toggle = startopts.update_options(args, typed, app_args, notes)
+    warn(startopts.compat_notes(args) + notes)
+    return update, toggle
+
+
+def file_ignores(args: argparse.Namespace) -> list[str]:
+    """With an ecosystem file the file's settings apply: the app options typed do not."""
+    from corral.client import startopts
+
+    typed = sorted(startopts.given(args) & set(startopts.DEFAULT_DESTS)
+                   - {"update_env", "parallel", "attach"})
+    if not typed:
+        return []
+    return ["with an ecosystem file its settings apply; ignored: "
+            + ", ".join("--" + t.replace("_", "-") for t in typed)]
+
+
+def attach(api: Any, args: argparse.Namespace, ids: list[int]) -> int:
+    """PM2's --attach: after the command, follow the logs of the apps it acted on."""
+    if not getattr(args, "attach", False) or not ids:
+        return 0
+    from corral.client import logview, render
+
+    return logview.show(api, [str(i) for i in ids], 0, ["out", "err"], False, False, None,
+                        True, render.use_colour())
 
 
 def cmd_init(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     from corral.config.templates import write_template
 
-    print(f"corral: wrote {write_template(args.format, args.force)}")
+    print(f"corral: wrote {write_template(args.format, args.force, simple=args.mode == 'simple')}")
     return 0
 
 
@@ -491,7 +583,11 @@ def cmd_id(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
 
 def cmd_send_signal(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     result = api.send_signal(args.signal, *args.targets)
-    print(f"sent {result['signal']} to ids {result['ids']}")
+    if result["ids"]:
+        print(f"sent {result['signal']} to ids {result['ids']}")
+    if result.get("not_running"):
+        raise CorralError(f"not running, no {result['signal']} sent: "
+                          + ", ".join(result["not_running"]))
     return 0
 
 
@@ -534,6 +630,52 @@ def cmd_ping(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     return 0
 
 
+def cmd_export(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    """`corral export kubernetes|systemd FILE`: the file's apps for another engine, with
+    the environment the file sets (nothing of this shell's). docs/deploy.md."""
+    import os
+    import pwd
+
+    from corral.config import ecosystem, export
+
+    kube = args.target in ("kubernetes", "k8s")
+    wrong = [flag for flag, value, ok in (
+        ("--image", args.image, kube), ("--namespace", args.namespace, kube),
+        ("--secrets", args.secrets, kube), ("--file-in-image", args.file_in_image, kube),
+        ("--user", args.user, not kube)) if value is not None and not ok]
+    if wrong:
+        raise CorralError(f"{', '.join(wrong)}: not an option of `corral export {args.target}`")
+    loaded = ecosystem.load(args.file, args.env_name, only_list(args), base_env={})
+    warn(loaded.warnings)
+    source = export.Source(loaded.path, args.env_name, loaded.file_names,
+                           single=len(loaded.specs) == 1 and not args.only)
+    if kube:
+        folder = os.path.basename(os.path.dirname(loaded.path))
+        image = args.image or f"{export.k8s_name(folder or 'app')}:latest"
+        result = export.kubernetes(loaded.specs, source, export.KubeOptions(
+            image, args.namespace, args.secrets, args.file_in_image or ""))
+    else:
+        user = args.user or pwd.getpwuid(os.getuid()).pw_name
+        result = export.systemd(loaded.specs, source, export.SystemdOptions(user, sys.executable))
+    warn(result.notes)
+    if args.output is None:
+        for name, text in result.files.items():
+            if name:
+                print(f"# ---- {name}")
+            sys.stdout.write(text)
+        return 0
+    for name, text in result.files.items():
+        path = os.path.join(args.output, name or "kubernetes.yaml")
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+        except OSError as exc:
+            raise CorralError(f"cannot write {path}: {exc.strerror or exc}") from None
+        print(f"corral: wrote {path}")
+    return 0
+
+
 def cmd_kill(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     result = api.kill()
     print(f"corral: stopped {result['stopped']} process(es) and the daemon")
@@ -561,34 +703,6 @@ def _match(rows: list[dict[str, Any]], targets: list[str]) -> list[dict[str, Any
     entries = {pm_id: Entry(r["spec"]["name"], r["spec"]["namespace"], r["spec"]["exec_path"])
                for pm_id, r in by_id.items()}
     return [by_id[pm_id] for pm_id in select(to_wire(targets), entries)]
-
-
-def _health(args: argparse.Namespace) -> dict[str, Any] | None:
-    given = [(k, v) for k, v in (("http", args.health_http), ("tcp", args.health_tcp),
-                                 ("cmd", args.health_cmd)) if v]
-    if not given:
-        return None
-    if len(given) > 1:
-        raise CorralError("give one of --health-http, --health-tcp, --health-cmd")
-    from corral.config.schema import validate_health
-
-    try:
-        return validate_health({given[0][0]: given[0][1], "interval": args.health_interval,
-                         "timeout": args.health_timeout, "retries": args.health_retries,
-                         "start_period": args.health_start_period})
-    except ValueError as exc:
-        raise CorralError(f"--health-{given[0][0]} {given[0][1]!r}: {exc}") from None
-
-
-def _size(text: str | None, flag: str = "--log-max-size") -> int | None:
-    if text is None:
-        return None
-    from corral.config.schema import BadValue, to_bytes
-
-    try:
-        return to_bytes(text)
-    except BadValue as exc:
-        raise CorralError(f"{flag} {text!r}: {exc}") from None
 
 
 def _match_quietly(rows: list[dict[str, Any]], target: str) -> bool:
@@ -619,107 +733,129 @@ def warn(messages: list[str]) -> None:
         print(f"corral: warning: {message}", file=sys.stderr)
 
 
-def act_on_file(api: Any, action: str, path: str, args: argparse.Namespace) -> Any:
+def load_target(api: Any, targets: list[str], args: argparse.Namespace) -> Any:
+    """The apps a command's single target stands for, when it is an ecosystem file or `-`
+    (an ecosystem as JSON on stdin, as PM2 reads it); else None."""
+    if targets == ["-"]:
+        return api.load_stdin(sys.stdin.read(), getattr(args, "env_name", None),
+                              only_list(args))
+    file = ecosystem_target(targets)
+    if file is None:
+        return None
+    return api.load_file(file, getattr(args, "env_name", None), only_list(args))
+
+
+def act_on_loaded(api: Any, action: str, loaded: Any) -> Any:
     """stop / delete / restart / reset the apps of an ecosystem file."""
-    loaded = api.load_file(path, getattr(args, "env_name", None), only_list(args))
-    warn(loaded.warnings)
     if action == "restart":
         return api.apply(loaded.specs, "restart")
     names = [s.name for s in loaded.specs]
     registered = {row["spec"]["name"] for row in api.list()}
     present = [n for n in names if n in registered]
     if not present:
-        raise CorralError(f"{path}: none of its apps ({', '.join(names)}) is registered; "
-                          f"`corral start {path}` starts them")
+        raise CorralError(f"{loaded.path}: none of its apps ({', '.join(names)}) is "
+                          f"registered (no process found); `corral start {loaded.path}` "
+                          "starts them")
     return api.act_in_order(action, loaded.specs, present)
 
 
+ACTIVE = ("online", "launching", "waiting restart")  # else PM2's start restarts the app
+
+
 def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    """Start scripts, files, or (smart start) restart registered apps: every word is
+    resolved first, so that a mistake in one starts nothing."""
     import os
 
-    from corral.config.ecosystem import find_default, is_ecosystem_file
+    from corral.client import startopts
+    from corral.config.ecosystem import find_default
 
-    if args.script is None:
+    typed = startopts.given(args)
+    startopts.fill_defaults(args)
+    warn(startopts.compat_notes(args))
+    words = list(args.scripts)
+    if not words:
         found = find_default(os.getcwd())
         if found is None:
             raise CorralError(f"no app given and no ecosystem file in {os.getcwd()}; "
                               "`corral start app.py`, or `corral init` to write "
                               "ecosystem.config.py")
-        args.script = found
-    if not args.module and is_ecosystem_file(args.script) and os.path.isfile(args.script):
-        loaded = api.load_file(args.script, args.env_name, only_list(args))
-        warn(loaded.warnings)
-        result = api.apply(loaded.specs, "start")
-        warn(silent_cluster_notes(result["list"], result["started"]))
-        if result["untouched"]:
-            names = sorted({r["spec"]["name"] for r in result["list"]
-                            if r["pm_id"] in result["untouched"]})
-            print(f"corral: already running: {', '.join(names)} "
-                  f"(`corral restart {args.script}` applies the file to them)", file=sys.stderr)
-        print_table(result["list"])
-        return 0
-    if args.env_name or args.only:
-        raise CorralError("--env and --only go with an ecosystem file")
-    try:
-        spec = api.spec(
-            args.script,
-            name=args.name,
-            instances=args.instances,
-            exec_mode=args.exec_mode,
-            cluster_policy=args.cluster_policy,
-            listen_timeout_ms=args.listen_timeout,
-            wait_ready=args.wait_ready or None,
-            shutdown_with_message=args.shutdown_with_message or None,
-            interpreter=args.interpreter,
-            interpreter_args=args.interpreter_args,
-            args=app_args,
-            cwd=args.cwd,
-            namespace=args.namespace,
-            module=args.module,
-            autorestart=not args.no_autorestart,
-            max_restarts=args.max_restarts,
-            min_uptime_ms=args.min_uptime,
-            restart_delay_ms=args.restart_delay,
-            exp_backoff_restart_delay_ms=args.exp_backoff_restart_delay,
-            stop_exit_codes=args.stop_exit_codes or None,
-            kill_timeout_ms=args.kill_timeout,
-            kill_signal=args.kill_signal,
-            instance_var=args.instance_var,
-            out_file=args.output,
-            error_file=args.error,
-            log_file=args.log,
-            merge_logs=args.merge_logs or None,
-            log_date_format=args.log_date_format or ("YYYY-MM-DDTHH:mm:ss" if args.time
-                                                     else None),
-            log_type=args.log_type,
-            disable_logs=args.disable_logs or None,
-            log_max_size_bytes=_size(args.log_max_size),
-            log_retain=args.log_retain,
-            log_compress=args.log_compress or None,
-            cron_restart=args.cron_restart,
-            health_check=_health(args),
-            watch=(args.watch or True) if args.watch is not None else None,
-            ignore_watch=args.ignore_watch or None,
-            watch_delay_ms=args.watch_delay,
-            max_memory_restart_bytes=_size(args.max_memory_restart, "--max-memory-restart"),
-            force=args.force,
-        )
-    except CorralError as exc:
-        # PM2's "smart start": `corral start web` on a registered app restarts it; only a
-        # bare name (no path, no --cwd) that matches an app, so a typo in a path is an error
-        import os
-
-        if ("script not found" not in exc.message or args.cwd or os.sep in args.script
-                or not _match_quietly(api.list(), args.script)):
-            raise
-        result = api.act("restart", [args.script])
-        print_table(result["list"])
-        return 0
+        words = [found]
+    if len(words) > 1 and args.name:
+        raise CorralError("--name with several scripts would give them one name; start them "
+                          "one at a time")
+    rows = api.list()
+    plan = [plan_start(api, word, args, typed, app_args, rows) for word in words]
+    if (args.env_name or args.only) and not any(kind == "file" for kind, _ in plan):
+        warn(["--env and --only apply to an ecosystem file; ignored"])
     warn(api.notes)
-    result = api.start(spec)
-    warn(silent_cluster_notes(result["list"], result["started"]))
+    result: dict[str, Any] = {"list": rows}
+    ids: list[int] = []
+    for kind, what in plan:
+        if kind == "file":
+            warn(what.warnings)
+            if args.instances is not None:  # -i N overrides the file's instances
+                from corral.config.resolve import parse_instances
+
+                for spec in what.specs:
+                    spec.instances = parse_instances(args.instances)
+            result = api.apply(what.specs, "restart")  # PM2: `start FILE` restarts its apps
+            ids += result["started"] + result["restarted"]
+            warn(silent_cluster_notes(result["list"], result["started"]))
+        elif kind == "restart":
+            word, update, toggle = what
+            result = api.restart_with([word], update=update, toggle_watch=toggle,
+                                      env=dict(os.environ) if args.update_env else None)
+            warn(result.get("notes", []))
+            ids += result["ids"]
+        else:
+            result = api.start(what)
+            ids += result["started"]
+            warn(silent_cluster_notes(result["list"], result["started"]))
     print_table(result["list"])
-    return 0
+    return attach(api, args, ids)
+
+
+def plan_start(api: Any, word: str, args: argparse.Namespace, typed: set[str],
+               app_args: list[str], rows: list[dict[str, Any]]) -> tuple[str, Any]:
+    """What `start WORD` does: ("file", Loaded), ("restart", (target, update, toggle))
+    or ("spec", AppSpec). PM2's smart start: a registered app's name, id or namespace
+    restarts it with the options given, and so does a script whose app (same script, same
+    name) is stopped or errored; a running one is a duplicate unless -f."""
+    import os
+
+    from corral.client import startopts
+    from corral.config.ecosystem import is_ecosystem_file
+
+    if not args.module and word == "-":
+        return "file", load_target(api, ["-"], args)
+    if not args.module and is_ecosystem_file(word) and os.path.isfile(word):
+        return "file", api.load_file(word, args.env_name, only_list(args))
+    workdir = os.path.abspath(os.path.expanduser(args.cwd)) if args.cwd else os.getcwd()
+
+    def restart(target: str) -> tuple[str, Any]:
+        notes: list[str] = []
+        update, toggle = startopts.update_options(args, typed, app_args, notes)
+        warn(notes)
+        return "restart", (target, update, toggle)
+
+    if (not args.module and not args.cwd and os.sep not in word and " " not in word
+            and not os.path.exists(os.path.join(workdir, word))
+            and _match_quietly(rows, word)):
+        return restart(word)
+    spec = api.spec(word, **startopts.spec_options(args, app_args))
+    startopts.node_args_for(spec, args.node_args, api.notes)
+    same = [r for r in rows if r["spec"]["name"] == spec.name
+            and r["spec"]["kind"] == spec.kind and r["spec"]["exec_path"] == spec.exec_path
+            and (spec.exec_path or r["spec"]["script"] == spec.script)]
+    if same and not args.force:
+        if any(r["status"] in ACTIVE for r in same):
+            rec = same[0]
+            raise CorralError(
+                f"{spec.script} is already managed as {spec.name!r} (id {rec['pm_id']}); "
+                f"use `corral restart {spec.name}`, or -f to start it again")
+        return restart(spec.name)
+    return "spec", spec
 
 
 def silent_cluster_notes(rows: list[dict[str, Any]], ids: list[int]) -> list[str]:
@@ -744,6 +880,8 @@ def silent_cluster_notes(rows: list[dict[str, Any]], ids: list[int]) -> list[str
 COMMANDS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (LIST_COMMANDS, cmd_list),
     (("jlist",), cmd_jlist),
+    (("prettylist",), cmd_prettylist),
+    (("env",), cmd_env),
     (("start",), cmd_start),
     (("reload", "startOrReload"), cmd_reload),
     (("logs", "log"), cmd_logs),
@@ -751,6 +889,7 @@ COMMANDS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("reloadLogs", "reload-logs"), cmd_reload_logs),
     (("monit", "dashboard", "dash"), cmd_monit),
     (("metrics",), cmd_metrics),
+    (("web",), cmd_web),
     (("scale",), cmd_scale),
     (("stop", "restart", "delete", "del", "reset", "startOrRestart"), cmd_act),
     (("init", "ecosystem"), cmd_init),
@@ -762,8 +901,9 @@ COMMANDS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("resurrect",), cmd_resurrect),
     (("cleardump",), cmd_cleardump),
     (("startup", "unstartup"), cmd_startup),
-    (("update",), cmd_update),
+    (("update", "updatePM2"), cmd_update),
     (("ping",), cmd_ping),
     (("kill",), cmd_kill),
+    (("export",), cmd_export),
 )
 HANDLERS = {name: handler for names, handler in COMMANDS for name in names}

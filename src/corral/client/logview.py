@@ -8,10 +8,11 @@ import sys
 import time
 from typing import Any
 
-from corral.model.logformat import compile_date_format
+from corral.model.logformat import compile_date_format, iso_utc
 
 COLOURS = ["36", "32", "35", "33", "34", "31", "96", "92", "95", "93"]
 DEFAULT_TIMESTAMP = "YYYY-MM-DD-HH:mm:ss"
+FORMAT_TIMESTAMP = "YYYY-MM-DD-HH:mm:ssZZ"  # PM2's --format
 
 
 def tail(path: str, count: int) -> list[bytes]:
@@ -39,19 +40,34 @@ def tail(path: str, count: int) -> list[bytes]:
 
 
 class Printer:
-    def __init__(self, raw: bool, as_json: bool, timestamp: str | None, colour: bool) -> None:
+    def __init__(self, raw: bool, as_json: bool, timestamp: str | None, colour: bool,
+                 key_values: bool = False, highlight: str | None = None) -> None:
         self.raw = raw
         self.as_json = as_json
+        self.key_values = key_values  # PM2's --format
         self.stamp = compile_date_format(timestamp) if timestamp else None
+        if key_values and not raw and self.stamp is None:
+            self.stamp = compile_date_format(FORMAT_TIMESTAMP)
         self.colour = colour
+        self.highlight = highlight or None
         self.width = 0
 
     def line(self, pm_id: int, name: str, kind: str, text: str, at: float | None = None
              ) -> None:
+        if self.highlight and self.colour and not self.as_json:
+            text = text.replace(self.highlight, f"\x1b[7m{self.highlight}\x1b[0m")
         if self.as_json:
-            out = json.dumps({"message": text, "timestamp": time.strftime(
-                "%Y-%m-%dT%H:%M:%S", time.localtime(at or time.time())), "type": kind,
-                "process_id": pm_id, "app_name": name})
+            out = json.dumps({"message": text, "timestamp": iso_utc(at or time.time()),
+                              "type": kind, "process_id": pm_id, "app_name": name},
+                             separators=(",", ":"), ensure_ascii=False)
+        elif self.key_values:
+            # PM2's --format: timestamp=… app=NAME id=N type=out|error message=…
+            who = "app=corral" if pm_id < 0 else f"app={name} id={pm_id}"
+            kind_text = {"out": " type=out", "err": " type=error"}.get(kind, "")
+            stamp = f"timestamp={self.stamp(at or time.time())} " if self.stamp else ""
+            out = text if self.raw else f"{stamp}{who}{kind_text} message={text}"
+            sys.stdout.write(out + "\n")
+            return
         elif self.raw:
             out = text
         else:
@@ -67,15 +83,16 @@ class Printer:
         sys.stdout.write(out + "\n")
 
     def header(self, text: str) -> None:
-        if not self.raw and not self.as_json:
+        if not self.raw and not self.as_json and not self.key_values:
             sys.stdout.write((f"\x1b[2m{text}\x1b[0m" if self.colour else text) + "\n")
 
 
 def show(api: Any, targets: list[str], lines: int, types: list[str], raw: bool,
-         as_json: bool, timestamp: str | None, follow: bool, colour: bool) -> int:
+         as_json: bool, timestamp: str | None, follow: bool, colour: bool,
+         key_values: bool = False, highlight: str | None = None) -> int:
     from corral.client.connection import Client
 
-    printer = Printer(raw, as_json, timestamp, colour)
+    printer = Printer(raw, as_json, timestamp, colour, key_values, highlight)
     files = api.client.call("log_files", targets=api.targets(targets) if targets else [])
     if not targets and "daemon" in types:
         printer.header(f"{api.home.daemon_log} (last {lines} lines)")

@@ -10,6 +10,7 @@ import sys
 import time
 
 from corral.model import states
+from corral.model.describe import describe_fields, human_duration
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,14 +44,6 @@ def human_bytes(value: int) -> str:
             return f"{size:.0f}{unit}" if unit == "b" else f"{size:.1f}{unit}"
         size /= 1024
     return f"{size:.1f}gb"
-
-
-def human_duration(ms: float) -> str:
-    seconds = max(ms / 1000, 0)
-    for limit, unit, div in ((60, "s", 1), (3600, "m", 60), (86400, "h", 3600)):
-        if seconds < limit:
-            return f"{int(seconds // div)}{unit}"
-    return f"{int(seconds // 86400)}D"
 
 
 def username() -> str:
@@ -125,49 +118,7 @@ def format_table(rows: list[dict[str, Any]], colour: bool, boxed: bool) -> str:
 
 def describe(row: dict[str, Any], show_env: bool) -> str:
     spec = row["spec"]
-    now = time.time() * 1000
-    running = bool(row["pid"])
-    fields: list[tuple[str, Any]] = [
-        ("status", row["status"]),
-        ("name", spec["name"]),
-        ("namespace", spec["namespace"]),
-        ("id", row["pm_id"]),
-        ("pid", row["pid"] or 0),
-        ("instance", f"{spec['instance_var']}={row['instance_index']}"),
-        ("restarts", row["restart_time"]),
-        ("unstable restarts", row["unstable_restarts"]),
-        ("uptime", human_duration(now - row["pm_uptime"]) if running else "0"),
-        ("script path", spec["exec_path"] or spec["script"]),
-        ("script args", " ".join(spec["args"])),
-        ("interpreter", spec["interpreter"] or "none"),
-        ("interpreter args", " ".join(spec["interpreter_args"])),
-        ("exec cwd", spec["cwd"]),
-        ("exec mode", spec["exec_mode"]),
-        *([("cluster policy", row.get("cluster_policy", "")),
-           ("listening", ", ".join(row.get("listening") or [])
-            or ("not yet" if row["pid"] else ""))]
-          if spec["exec_mode"] == "cluster" else []),
-        ("out log path", row["out_log_path"]),
-        ("error log path", row["err_log_path"]),
-        ("autorestart", spec["autorestart"]),
-        ("max restarts", spec["max_restarts"]),
-        ("min uptime", f"{spec['min_uptime_ms']} ms"),
-        ("restart delay", f"{spec['restart_delay_ms']} ms"),
-        ("exp backoff restart delay", f"{spec['exp_backoff_restart_delay_ms']} ms"),
-        ("stop exit codes", " ".join(str(c) for c in spec["stop_exit_codes"])),
-        ("kill signal", spec["kill_signal"]),
-        ("kill timeout", f"{spec['kill_timeout_ms']} ms"),
-        ("last exit", _last_exit(row)),
-        ("reason", row.get("reason") or ""),
-        *([("health", row.get("health") or "not checked yet")]
-          if spec.get("health_check") else []),
-        *([("last error", row["last_error"])] if row.get("last_error") else []),
-        *([("depends on", ", ".join(spec["depends_on"]))] if spec.get("depends_on") else []),
-        ("created at", _iso(row["created_at"])),
-        ("adopted", row.get("adopted", False)),
-    ]
-    if row.get("log_write_error"):
-        fields.append(("log write error", row["log_write_error"]))
+    fields = describe_fields(row)  # shared with the web dashboard (corral.model.describe)
     env = spec.get("env") or {}
     width = max(len(k) for k, _ in fields)
     lines = [f"Describing process with id {row['pm_id']} - name {spec['name']}"]
@@ -178,20 +129,6 @@ def describe(row: dict[str, Any], show_env: bool) -> str:
     else:
         lines.append("  environment:  hidden (use --env to show the values)")
     return "\n".join(lines)
-
-
-def _last_exit(row: dict[str, Any]) -> str:
-    if row.get("exit_signal"):
-        return f"signal {row['exit_signal']}"
-    if row.get("exit_code") is not None:
-        return f"code {row['exit_code']}"
-    return ""
-
-
-def _iso(epoch_ms: int | None) -> str:
-    if not epoch_ms:
-        return ""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(epoch_ms / 1000))
 
 
 def to_pm2(row: dict[str, Any], version: str) -> dict[str, Any]:
@@ -218,6 +155,11 @@ def to_pm2(row: dict[str, Any], version: str) -> dict[str, Any]:
         "pm_cwd": spec["cwd"],
         "pm_out_log_path": row["out_log_path"],
         "pm_err_log_path": row["err_log_path"],
+        **({"pm_log_path": row["log_path"]} if row.get("log_path") else {}),
+        **({"pm_pid_path": row["pid_path"]} if row.get("pid_path") else {}),
+        **({"max_memory_restart": spec["max_memory_restart_bytes"]}
+           if spec.get("max_memory_restart_bytes") else {}),
+        **({"cron_restart": spec["cron_restart"]} if spec.get("cron_restart") else {}),
         "autorestart": spec["autorestart"],
         "autostart": spec.get("autostart", True),
         "watch": bool(spec.get("watch")),
@@ -231,10 +173,15 @@ def to_pm2(row: dict[str, Any], version: str) -> dict[str, Any]:
         "stop_exit_codes": spec["stop_exit_codes"],
         "instance_var": spec["instance_var"],
         spec["instance_var"]: row["instance_index"],
+        # NODE_APP_INSTANCE, the increment_var: per instance, no secret (PM2 copies every
+        # variable here; corral only these)
+        **{k: _number(v) for k, v in (row.get("instance_values") or {}).items()},
         "username": username(),
         "_corral_version": version,
         "env": env,
     }
+    if env:
+        env.update(row.get("instance_values") or {})  # this instance's values
     if row.get("exit_code") is not None or row.get("exit_signal"):
         pm2_env["exit_code"] = row.get("exit_code")
     return {
@@ -244,3 +191,106 @@ def to_pm2(row: dict[str, Any], version: str) -> dict[str, Any]:
         "monit": {"memory": row["monit"]["memory"], "cpu": row["monit"]["cpu"]},
         "pm2_env": pm2_env,
     }
+
+
+def _number(text: str) -> int | str:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+# ---- PM2's other views of the list -------------------------------------------
+
+SORT_KEYS = {
+    "name": lambda r: r["spec"]["name"],
+    "id": lambda r: r["pm_id"],
+    "pid": lambda r: r["pid"] or 0,
+    "uptime": lambda r: -r["pm_uptime"] if r["pid"] else float("-inf"),
+    "restarts": lambda r: r["restart_time"],
+    "cpu": lambda r: r["monit"]["cpu"],
+    "memory": lambda r: r["monit"]["memory"],
+    "status": lambda r: r["status"],
+}
+
+
+def sort_rows(rows: list[dict[str, Any]], how: str) -> list[dict[str, Any]]:
+    """`list --sort FIELD[:asc|:desc]` (PM2's fields; uptime: longest running last in
+    ascending order, as a time)."""
+    from corral.model.errors import CorralError
+
+    field, _, order = how.partition(":")
+    key = SORT_KEYS.get(field.strip().lower())
+    if key is None or order.strip().lower() not in ("", "asc", "desc"):
+        raise CorralError(f"--sort {how}: give one of {', '.join(SORT_KEYS)}, optionally "
+                          "followed by :asc or :desc")
+    return sorted(rows, key=key, reverse=order.strip().lower() == "desc")
+
+
+def mini_list(rows: list[dict[str, Any]]) -> str:
+    """`list -m`: PM2's mini list, a few `key : value` lines per instance."""
+    now = time.time() * 1000
+    out = []
+    for row in rows:
+        spec = row["spec"]
+        online = row["status"] == states.ONLINE and row["pid"]
+        out += [
+            f"+--- {spec['name']}",
+            f"namespace : {spec['namespace']}",
+            f"pid : {row['pid'] or 0}",
+            f"corral id : {row['pm_id']}",
+            f"status : {row['status']}",
+            f"mode : {spec['exec_mode']}",
+            f"restarted : {row['restart_time']}",
+            f"uptime : {human_duration(now - row['pm_uptime']) if online else 0}",
+            f"memory usage : {human_bytes(row['monit']['memory']) if row['pid'] else '0b'}",
+            f"error log : {row['err_log_path']}",
+            f"watching : {'yes' if row.get('watching') else 'no'}",
+            f"PID file : {row.get('pid_path') or ''}",
+            "",
+        ]
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def pretty(value: Any, indent: int = 0) -> str:
+    """Node's util.inspect layout (PM2's prettylist): `{ name: 'web', pid: 12 }`, keys
+    unquoted when they are identifiers, strings in single quotes."""
+    import re
+
+    pad = "  " * (indent + 1)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        identifier = re.compile(r"[A-Za-z_$][\w$]*")
+        items = [(str(k) if identifier.fullmatch(str(k)) else _js_str(str(k)))
+                 + ": " + pretty(v, indent + 1) for k, v in value.items()]
+        return "{\n" + ",\n".join(pad + i for i in items) + "\n" + "  " * indent + "}"
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        parts = [pretty(v, indent + 1) for v in value]
+        if all(not isinstance(v, (dict, list)) for v in value) and sum(map(len, parts)) < 60:
+            return "[ " + ", ".join(parts) + " ]"
+        return "[\n" + ",\n".join(pad + p for p in parts) + "\n" + "  " * indent + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return _js_str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # JavaScript has one number type: 0, not 0.0
+    return str(value)
+
+
+def _js_str(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def env_lines(row: dict[str, Any], version: str) -> str:
+    """PM2's `env <id>`: every key of the instance's pm2_env, then its environment, one
+    `key: value` a line (values shown: the user asked for them)."""
+    import json
+
+    pm2_env = to_pm2(row, version)["pm2_env"]
+    env = pm2_env.pop("env", {})
+    lines = [f"{k}: {v if isinstance(v, str) else json.dumps(v)}" for k, v in pm2_env.items()]
+    lines += [f"{k}: {v}" for k, v in sorted(env.items())]
+    return "\n".join(lines)

@@ -17,20 +17,13 @@ import shutil
 import subprocess
 import sys
 
+from corral.config.export import unit_word
 from corral.model.errors import CorralError
 
 SYSTEM_UNIT_DIR = "/etc/systemd/system"
 
 
-def _quote(value: str, command: bool = False) -> str:
-    """One word of a unit file: `%` starts a specifier (so %%), `$` a variable in a
-    command line (so $$), and a word with other characters is double-quoted."""
-    value = value.replace("%", "%%")
-    if command:
-        value = value.replace("$", "$$")
-    if value and all(c.isalnum() or c in "/._-+:,=@%$" for c in value):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+_quote = unit_word  # one word of a unit file (% and $ escaped), as `corral export systemd`
 
 
 def unit_text(user: str, corral_home: str, python: str, path_env: str) -> str:

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 from corral.config.order import check_dependencies
 from corral.config.resolve import build_spec
 from corral.config.schema import (
+    BadValue,
     EcosystemError,
     app_label,
     file_env,
     merge_env,
     normalize_app,
+    to_env,
 )
 from corral.model.errors import CorralError
 from corral.model.names import NULL_LOG_PATHS
@@ -112,13 +114,58 @@ def read(path: str) -> Any:
 
 
 def _read_jsonish(path: str, text: str) -> Any:
+    """PM2's JSON: a JS object literal. Relaxed JSON (comments, unquoted keys, trailing
+    commas) is read here; anything else (`3000 + 1`, `process.env.X`, template strings)
+    is evaluated by node when it is installed, as PM2 does. When neither reads it, the
+    error is the line and column of the relaxed-JSON reader."""
     from corral.config.jsonish import JsonishError, loads
 
     try:
         return loads(text)
     except JsonishError as exc:
-        raise EcosystemError(f"{path}:{exc.line}:{exc.column}: syntax error: {exc.reason}"
-                             ) from None
+        error = EcosystemError(f"{path}:{exc.line}:{exc.column}: syntax error: {exc.reason}")
+    value = _eval_js_literal(text)
+    if value is _NOT_EVALUATED:
+        raise error from None
+    return value
+
+
+_NOT_EVALUATED = object()
+
+# Evaluates the text on stdin as one JavaScript expression, in a fresh context with
+# `process` and `require` (what PM2's own evaluation can reach), prints it as JSON.
+NODE_LITERAL = r"""
+let text = '';
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (chunk) => { text += chunk; });
+process.stdin.on('end', () => {
+  try {
+    const vm = require('vm');
+    const value = vm.runInNewContext('(' + text + '\n)', { process, require },
+                                     { filename: 'ecosystem' });
+    process.stdout.write(JSON.stringify(value === undefined ? null : value));
+  } catch (e) { process.stderr.write(String(e && e.message || e)); process.exit(1); }
+});
+"""
+
+
+def _eval_js_literal(text: str) -> Any:
+    node = shutil.which("node")
+    if node is None:
+        return _NOT_EVALUATED
+    try:
+        proc = subprocess.run([node, "-e", NODE_LITERAL], input=text, capture_output=True,
+                              text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return _NOT_EVALUATED
+    if proc.returncode != 0:
+        return _NOT_EVALUATED
+    import json
+
+    try:
+        return json.loads(proc.stdout or "null")
+    except ValueError:
+        return _NOT_EVALUATED
 
 
 def _read_yaml(path: str, text: str) -> Any:
@@ -228,16 +275,29 @@ class Loaded:
     path: str
     specs: list[AppSpec] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # registered name -> the app's `name` in the file ("" when it has none): what --only takes
+    file_names: dict[str, str] = field(default_factory=dict)
+
+
+STDIN = "<stdin>"
 
 
 def load(path: str, env_name: str | None = None, only: list[str] | None = None,
-         base_env: dict[str, str] | None = None) -> Loaded:
-    """Read a file and build one AppSpec per app, with PM2's env precedence applied."""
-    path = os.path.abspath(path)
-    if not os.path.isfile(path):
-        raise EcosystemError(f"{path}: no such ecosystem file")
-    apps = apps_of(path, read(path))
-    folder = os.path.dirname(path)
+         base_env: dict[str, str] | None = None, text: str | None = None) -> Loaded:
+    """Read a file and build one AppSpec per app, with PM2's env precedence applied.
+    With text (`corral start -`): the JSON given on standard input, path being only its
+    label; relative paths in it are taken from the current folder."""
+    if text is not None:
+        top = _read_jsonish(path, text)
+        folder = os.getcwd()
+    else:
+        path = os.path.abspath(path)
+        if not os.path.isfile(path):
+            raise EcosystemError(f"{path}: no such ecosystem file")
+        top = read(path)
+        folder = os.path.dirname(path)
+    apps = apps_of(path, top)
+    deploy_env = _deploy_env(path, top, env_name)
     loaded = Loaded(path)
     normalized = []
     seen: dict[str, int] = {}
@@ -254,10 +314,14 @@ def load(path: str, env_name: str | None = None, only: list[str] | None = None,
         normalized.append((index, app, result.options))
     if env_name is not None:
         defined = {k for _, _, o in normalized for k in o["_envs"]}
-        if env_name not in defined:
+        if env_name not in defined and not deploy_env:
+            # PM2 starts the apps with their `env` alone; say so, it may be a typo
             listed = ", ".join(f"env_{k}" for k in sorted(defined)) or "no env_<name> block"
-            raise EcosystemError(f"{path}: --env {env_name}: no app defines env_{env_name} "
-                                 f"(the file has {listed})")
+            loaded.warnings.append(f"{path}: --env {env_name}: no app defines "
+                                   f"env_{env_name} (the file has {listed}); the apps get "
+                                   "their `env` only")
+        for _, _, options in normalized:
+            options["_deploy_env"] = deploy_env
     if only:
         names = {str(o.get("name") or "") for _, _, o in normalized}
         missing = [n for n in only if n not in names]
@@ -274,8 +338,23 @@ def load(path: str, env_name: str | None = None, only: list[str] | None = None,
         spec = _build(path, folder, index, app, options, env_name, base, notes)
         spec.depends_on = [final[d] for d in options.get("depends_on", [])]
         loaded.specs.append(spec)
+        loaded.file_names[spec.name] = str(options.get("name") or "")
     loaded.warnings.extend(f"{path}: {note}" for note in notes)
     return loaded
+
+
+def _deploy_env(path: str, top: Any, env_name: str | None) -> dict[str, str]:
+    """deploy.<env_name>.env of the file: with --env, PM2 gives it to every app (under
+    the app's own env and env_<name>)."""
+    if env_name is None or not isinstance(top, dict) or not isinstance(top.get("deploy"), dict):
+        return {}
+    target = top["deploy"].get(env_name)
+    if not isinstance(target, dict) or target.get("env") is None:
+        return {}
+    try:
+        return to_env(target["env"])
+    except BadValue as exc:
+        raise EcosystemError(f"{path}: deploy.{env_name}.env: {exc}") from None
 
 
 def _final_name(options: dict[str, Any], env_name: str | None) -> str:

@@ -142,7 +142,8 @@ def to_int_list(value: Any) -> list[int]:
 
 
 def to_env(value: Any) -> dict[str, str]:
-    """PM2: values become strings; objects and lists are JSON-encoded."""
+    """PM2: values become strings; objects and lists are JSON-encoded, compact, as
+    JSON.stringify writes them ({"a":true})."""
     if not isinstance(value, dict):
         raise BadValue("expected a mapping of variable names to values")
     env = {}
@@ -156,7 +157,7 @@ def to_env(value: Any) -> dict[str, str]:
         elif item is None:
             env[str(key)] = ""
         elif isinstance(item, (dict, list)):
-            env[str(key)] = json.dumps(item)
+            env[str(key)] = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
         else:
             env[str(key)] = str(item)
     return env
@@ -276,6 +277,7 @@ KEYS: dict[str, Key] = {
     "out_file": Key("out_file", to_str, ("out", "output", "out_log")),
     "error_file": Key("error_file", to_str, ("error", "err", "err_file", "err_log")),
     "log_file": Key("log_file", lambda v: v if isinstance(v, bool) else to_str(v), ("log",)),
+    "pid_file": Key("pid_file", to_str, ("pid",)),
     "merge_logs": Key("merge_logs", to_bool, ("combine_logs",)),
     "log_date_format": Key("log_date_format", to_str),
     "time": Key("time", to_bool),
@@ -305,13 +307,11 @@ IGNORED = {
     "vizion", "pmx", "automation", "source_map_support", "disable_source_map_support",
     "windowsHide", "trace", "disable_trace", "v8", "event_loop_inspector", "deep_monitoring",
     "io", "km_link", "post_update", "install_url", "write", "execute_command", "treekill",
-    "kill_retry_time", "watch_options", "node_version", "pid_file", "pid", "uid", "gid",
+    "kill_retry_time", "watch_options", "node_version", "uid", "gid",
     "user", "username", "versioning", "version",
 }
 IGNORED_WHY = {
     "treekill": "corral always stops the whole process tree",
-    "pid_file": "corral keeps pids in its own process list (`corral pid NAME`)",
-    "pid": "corral keeps pids in its own process list (`corral pid NAME`)",
     "uid": "running apps as another user is not supported yet",
     "gid": "running apps as another user is not supported yet",
     "user": "running apps as another user is not supported yet",
@@ -401,8 +401,10 @@ def normalize_app(app: Any, index: int, source: str, env_name: str | None) -> No
 
 
 def file_env(options: dict[str, Any], env_name: str | None) -> dict[str, str]:
-    """What a file sets, in PM2's precedence: env <- env_<name> <- port (as PORT)."""
-    env = dict(options.get("env", {}))
+    """What a file sets, in PM2's precedence: deploy.<name>.env (with --env) <- env <-
+    env_<name> <- port (as PORT)."""
+    env = dict(options.get("_deploy_env", {}))
+    env.update(options.get("env", {}))
     envs = options.get("_envs", {})
     if env_name is not None and env_name in envs:
         env.update(envs[env_name])
@@ -423,7 +425,7 @@ def merge_env(base: dict[str, str], options: dict[str, Any], env_name: str | Non
     else:
         env = dict(base)
     env.update(file_env(options, env_name))
-    for key in ("env", "_envs", "port"):
+    for key in ("env", "_envs", "port", "_deploy_env"):
         options.pop(key, None)
     return env
 

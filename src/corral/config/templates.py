@@ -99,6 +99,14 @@ JSON = '''\
 }
 '''
 
+# `corral init simple`: one app, the keys to get going (PM2's ecosystem-simple)
+SIMPLE = {
+    "py": 'apps = [{"name": "app", "script": "app.py"}]\n',
+    "toml": '[[apps]]\nname = "app"\nscript = "app.py"\n',
+    "yaml": "apps:\n  - name: app\n    script: app.py\n",
+    "json": '{\n  "apps": [{ "name": "app", "script": "app.py" }]\n}\n',
+}
+
 TEMPLATES = {
     "py": ("ecosystem.config.py", PY),
     "toml": ("ecosystem.config.toml", TOML),
@@ -107,8 +115,13 @@ TEMPLATES = {
 }
 
 
-def write_template(fmt: str, force: bool = False, folder: str | None = None) -> str:
+def write_template(fmt: str, force: bool = False, folder: str | None = None,
+                   simple: bool = False) -> str:
+    """Write ecosystem.config.<fmt>: the commented template, or with simple the shortest
+    file that works (PM2's `ecosystem simple`)."""
     name, text = TEMPLATES[fmt]
+    if simple:
+        text = SIMPLE[fmt]
     path = os.path.join(folder or os.getcwd(), name)
     if os.path.exists(path) and not force:
         raise CorralError(f"{path} already exists; -f overwrites it")

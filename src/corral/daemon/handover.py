@@ -68,7 +68,7 @@ class Handover:
         from corral.daemon.logcapture import finish_rotations
 
         finish_rotations()
-        for path in (self.home.socket, self.home.pid_file):
+        for path in (self.home.socket, self.home.pid_file, self.home.pm2_pid_file):
             try:
                 os.unlink(path)
             except FileNotFoundError:

@@ -23,9 +23,23 @@ if TYPE_CHECKING:
     from corral.daemon.metrics import TreeMetrics
     from corral.daemon.metricsserver import MetricsServer
     from corral.daemon.supervisor import Instance, Supervisor
+    from corral.daemon.web.events import Events
+    from corral.daemon.web.server import WebServer
     from corral.store.home import Home
 
 log = logging.getLogger("corral.daemon")
+
+# what `restart`/`reload` options may change of a registered app (PM2's attribute update):
+# everything `start` sets except what makes it another program or other instances
+UPDATABLE = frozenset({
+    "name", "namespace", "interpreter_args", "args", "autorestart", "max_restarts",
+    "min_uptime_ms", "restart_delay_ms", "exp_backoff_restart_delay_ms", "stop_exit_codes",
+    "kill_timeout_ms", "kill_signal", "instance_var", "out_file", "error_file", "log_file",
+    "pid_file", "merge_logs", "log_date_format", "log_type", "disable_logs", "node_args",
+    "log_max_size_bytes", "log_retain", "log_compress", "watch", "ignore_watch",
+    "watch_delay_ms", "max_memory_restart_bytes", "cron_restart", "health_check",
+    "listen_timeout_ms", "wait_ready", "shutdown_with_message",
+})
 
 
 class Rpc:
@@ -35,6 +49,8 @@ class Rpc:
     supervisor: Supervisor
     metrics: TreeMetrics
     metrics_server: MetricsServer
+    events: Events
+    web_server: WebServer | None
 
     def schedule_save(self) -> None:
         raise NotImplementedError  # the Daemon's
@@ -63,15 +79,22 @@ class Rpc:
             data["watching"] = self.supervisor.triggers.watching(inst.record.spec.name)
             data["log_write_error"] = next((f.error for f in inst.files if f.error), None)
             data["log_dropped_bytes"] = sum(f.dropped_bytes for f in inst.files)
+            values = inst.record.instance_values()
+            if is_node_app(inst.record.spec):
+                values["NODE_APP_INSTANCE"] = str(inst.record.instance_index)
+            data["instance_values"] = values  # no secrets: shown even without --env
             rows.append(data)
         return rows
 
-    def resolve(self, targets: list[dict[str, Any]]) -> list[Instance]:
-        """Targets (name, id, namespace, script path, `all`) -> instances; unknown is an error."""
+    def resolve(self, targets: list[dict[str, Any]], empty_ok: bool = False
+                ) -> list[Instance]:
+        """Targets (name, id, namespace, script path, /regex/, `all`) -> instances; one
+        that matches nothing is an error ("no process found"), `all` on an empty list too
+        unless empty_ok."""
         table = self.supervisor.instances
         entries = {pm_id: Entry(i.record.spec.name, i.record.spec.namespace,
                                 i.record.spec.exec_path) for pm_id, i in table.items()}
-        return [table[pm_id] for pm_id in select(targets, entries)]
+        return [table[pm_id] for pm_id in select(targets, entries, empty_ok)]
 
     # ---- RPC methods -------------------------------------------------------
 
@@ -89,11 +112,13 @@ class Rpc:
         for spec in specs:
             if spec.force:
                 continue
+            # PM2's rule: the same script path and the same name (`start app.js --name b`
+            # is a second app)
             running = [i for i in self.supervisor.instances.values()
                        if i.record.spec.kind == spec.kind
                        and i.record.spec.exec_path == spec.exec_path
                        and (spec.exec_path or i.record.spec.script == spec.script)
-                       and i.record.spec.args == spec.args]
+                       and i.record.spec.name == spec.name]
             if running:
                 rec = running[0].record
                 raise CorralError(
@@ -191,17 +216,27 @@ class Rpc:
         return result
 
     async def rpc_reload(self, targets: list[dict[str, Any]], parallel: int = 1,
-                         env: dict[str, str] | None = None) -> dict[str, Any]:
+                         env: dict[str, str] | None = None, toggle_watch: bool = False,
+                         update: dict[str, Any] | None = None) -> dict[str, Any]:
         """Rolling reload: `parallel` instances at a time (1 by default, PM2 does 2). With
-        env (--update-env), the shell part of the apps' environment is replaced first."""
+        env (--update-env), the shell part of the apps' environment is replaced first;
+        update and toggle_watch as for rpc_restart."""
         instances = self.resolve(targets)
+        if toggle_watch:
+            self._toggle_watch(instances)
+        notes = self._update(instances, update) if update else []
+        if toggle_watch:
+            for inst in instances:
+                self.supervisor.triggers.watch(inst)
         new_specs = {}
         if env is not None:
             for inst in instances:
                 spec = AppSpec.from_dict(inst.record.spec.to_dict())
                 spec.env = {**env, **spec.env_overrides}
                 new_specs[inst.record.pm_id] = spec
-        return await self._reload(instances, parallel, new_specs=new_specs)
+        result = await self._reload(instances, parallel, new_specs=new_specs)
+        result["notes"] = notes
+        return result
 
     async def _reload(self, instances: list[Instance], parallel: int,
                       started: list[int] | None = None,
@@ -215,6 +250,7 @@ class Rpc:
             async with gate:
                 if failures:
                     return  # a new worker failed to come up: leave the rest as they are
+                self.supervisor.note(inst, "restart", cause="manual", action="reload")
                 failure = await self.supervisor.reload(
                     inst, (new_specs or {}).get(inst.record.pm_id))
                 if failure:
@@ -263,35 +299,79 @@ class Rpc:
 
     async def rpc_restart(self, targets: list[dict[str, Any]],
                           env: dict[str, str] | None = None,
-                          toggle_watch: bool = False) -> dict[str, Any]:
-        if toggle_watch:  # PM2's `restart --watch`: on if it was off, off if it was on
-            instances = self.resolve(targets)
-            for name in {i.record.spec.name for i in instances}:
-                on = self.supervisor.triggers.watching(name)
-                for inst in instances:
-                    if inst.record.spec.name == name:
-                        inst.record.spec.watch = False if on else (
-                            inst.record.spec.watch or True)
-                if on:
-                    self.supervisor.triggers.unwatch(name)
-        result = await self._restart(targets, env)
+                          toggle_watch: bool = False,
+                          update: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Restart. With env (--update-env), the shell part of each app's environment is
+        replaced by it: variables that are gone are removed, the config's own stay. With
+        update, the options given to `restart` are applied first (PM2's attribute update);
+        toggle_watch is PM2's `restart --watch`: on if it was off, off if it was on."""
+        instances = self.resolve(targets)
         if toggle_watch:
-            for inst in self.resolve(targets):
-                self.supervisor.triggers.watch(inst)
-        await self._settled(result["ids"])
-        result["list"] = self.view()
-        return result
-
-    async def _restart(self, targets: list[dict[str, Any]],
-                       env: dict[str, str] | None = None) -> dict[str, Any]:
-        """Restart; with env (--update-env), the shell part of each app's environment is
-        replaced by it: variables that are gone are removed, the config's own stay."""
+            self._toggle_watch(instances)
         if env is not None:
-            for inst in self.resolve(targets):
+            for inst in instances:
                 spec = inst.record.spec
                 spec.env = {**env, **spec.env_overrides}
-            self.schedule_save()
-        return await self._each(targets, "restart")
+        notes = self._update(instances, update) if update else []
+        self.schedule_save()
+        await asyncio.gather(*(self.supervisor.restart(i) for i in instances))
+        if toggle_watch:
+            for inst in instances:
+                self.supervisor.triggers.watch(inst)
+        ids = [i.record.pm_id for i in instances]
+        await self._settled(ids)
+        return {"ids": ids, "notes": notes, "list": self.view()}
+
+    def _toggle_watch(self, instances: list[Instance]) -> None:
+        for name in {i.record.spec.name for i in instances}:
+            on = self.supervisor.triggers.watching(name)
+            for inst in instances:
+                if inst.record.spec.name == name:
+                    inst.record.spec.watch = False if on else (inst.record.spec.watch or True)
+            if on:
+                self.supervisor.triggers.unwatch(name)
+
+    def _update(self, instances: list[Instance], update: dict[str, Any]) -> list[str]:
+        """PM2's attribute update: the options given to `restart`/`reload` (or to a smart
+        `start`) become the apps' settings. `--name` renames one app (its log files
+        follow the new name at the restart); a schedule, limit or watch set or removed
+        takes effect at once. `node_args` become interpreter arguments of the apps that
+        node runs; for the others a note is returned."""
+        unknown = set(update) - UPDATABLE
+        if unknown:
+            raise CorralError(f"{', '.join(sorted(unknown))}: not something a restart can "
+                              "change; delete the app and start it again")
+        names = sorted({i.record.spec.name for i in instances})
+        renamed: dict[str, str] = {}
+        new_name = update.get("name")
+        if new_name is not None and names != [new_name]:
+            if len(names) > 1:
+                raise CorralError(f"--name {new_name}: the targets are {len(names)} apps "
+                                  f"({', '.join(names)}); rename one app at a time")
+            if self.supervisor.instances_of(new_name):
+                raise CorralError(f"--name {new_name}: an app of that name exists already")
+            self.supervisor.rename(names[0], new_name)
+            renamed[new_name] = names[0]
+        notes: list[str] = []
+        for inst in instances:
+            spec = inst.record.spec
+            for key, value in update.items():
+                if key == "node_args":
+                    if is_node_app(spec):
+                        spec.interpreter_args = [*update.get("interpreter_args", []), *value]
+                    elif spec.name not in {n.split(":")[0] for n in notes}:
+                        notes.append(f"{spec.name}: --node-args ignored: node does not run "
+                                     "this app (--interpreter-args passes arguments to any "
+                                     "interpreter)")
+                elif key != "name":
+                    setattr(spec, key, value.copy() if isinstance(value, (list, dict)) else value)
+        done: set[str] = set()
+        for inst in instances:
+            name = inst.record.spec.name
+            if name not in done:
+                done.add(name)
+                self.supervisor.triggers.refresh(inst, renamed.get(name))
+        return notes
 
     async def rpc_delete(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
         return await self._each(targets, "delete")
@@ -314,17 +394,20 @@ class Rpc:
                               "or a number") from None
         instances = self.resolve(targets)
         sent = []
+        not_running = []
         for inst in instances:
-            if inst.record.pid:
-                try:
-                    os.kill(inst.record.pid, sig)
-                    sent.append(inst.record.pm_id)
-                except ProcessLookupError:
-                    pass
-        return {"ids": sent, "signal": sig.name}
+            try:
+                if not inst.record.pid:
+                    raise ProcessLookupError
+                os.kill(inst.record.pid, sig)
+                sent.append(inst.record.pm_id)
+            except ProcessLookupError:
+                not_running.append(f"{inst.record.spec.name} (id {inst.record.pm_id}) is "
+                                   f"{inst.record.status}")
+        return {"ids": sent, "signal": sig.name, "not_running": not_running}
 
     async def rpc_log_files(self, targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        instances = self.resolve(targets) if targets else sorted(
+        instances = self.resolve(targets, empty_ok=True) if targets else sorted(
             self.supervisor.instances.values(), key=lambda i: i.record.pm_id)
         return [{"pm_id": i.record.pm_id, "name": i.record.spec.name,
                  "out": i.record.out_log_path, "err": i.record.err_log_path,
@@ -332,7 +415,7 @@ class Rpc:
 
     async def rpc_flush(self, targets: list[dict[str, Any]]) -> dict[str, Any]:
         """Empty the log files of the targets (all, and the daemon's log, without)."""
-        instances = self.resolve(targets) if targets else list(
+        instances = self.resolve(targets, empty_ok=True) if targets else list(
             self.supervisor.instances.values())
         files = {f.path: f for i in instances for f in i.files}
         for file in files.values():
@@ -363,6 +446,33 @@ class Rpc:
         address = self.metrics_server.address
         self.schedule_save()  # the next daemon serves it too
         return {"url": f"http://{address[0]}:{address[1]}/metrics" if address else None}
+
+    async def rpc_web(self, action: str = "status", port: int | None = None,
+                      host: str | None = None, allow_remote: bool = False) -> dict[str, Any]:
+        """The web dashboard (docs/web.md): start (or move), stop, rotate the token, or say
+        where it is served; the URL carries the token. The web server is imported here,
+        the first time the dashboard is turned on."""
+        if action not in ("status", "start", "stop", "rotate"):
+            raise CorralError(f"web: unknown action {action!r}")
+        if action == "start":
+            from corral.daemon.web.server import WebServer
+
+            if self.web_server is None:
+                self.web_server = WebServer(self)  # type: ignore[arg-type] # the Daemon
+            await self.web_server.start(host, port, allow_remote)
+        elif action == "stop" and self.web_server is not None:
+            await self.web_server.stop()
+        elif action == "rotate":
+            from corral.daemon.web.server import rotate_token
+
+            if self.web_server is not None:
+                self.web_server.rotate()
+            else:
+                rotate_token(self.home)
+        self.schedule_save()  # the next daemon serves it too
+        if self.web_server is None or self.web_server.address is None:
+            return {"url": None, "address": None, "remote": False}
+        return self.web_server.where()
 
     async def rpc_save(self, force: bool = False) -> dict[str, Any]:
         from corral.store import dump

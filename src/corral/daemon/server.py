@@ -27,6 +27,7 @@ from corral.daemon.metrics import TreeMetrics
 from corral.daemon.peer import peer_uid
 from corral.daemon.rpc import Rpc
 from corral.daemon.supervisor import Instance, Supervisor
+from corral.daemon.web.events import Events
 from corral.model.errors import CorralError
 from corral.model.states import ONLINE, RUNNING, WAITING
 from corral.model.version import __version__
@@ -55,6 +56,8 @@ class Daemon(Rpc, Handover, Door, Following):
         from corral.daemon.metricsserver import MetricsServer
 
         self.metrics_server = MetricsServer(self.metrics_snapshot)
+        self.events = Events()  # what happened to the apps, for the web dashboard
+        self.web_server: Any = None  # the dashboard, once `corral web` turns it on
 
     # ---- persistence -------------------------------------------------------
 
@@ -70,7 +73,8 @@ class Daemon(Rpc, Handover, Door, Following):
             records = [i.record.to_dict() for i in self.supervisor.instances.values()]
         try:
             write_state(self.home, records, self.supervisor.next_id,
-                        self.metrics_server.settings)
+                        self.metrics_server.settings,
+                        self.web_server.settings if self.web_server is not None else None)
         except OSError as exc:
             log.error("cannot persist the process list to %s: %s", self.home.state_file, exc)
 
@@ -78,11 +82,12 @@ class Daemon(Rpc, Handover, Door, Following):
 
     async def run(self, ready_fd: int | None) -> None:
         loop = asyncio.get_running_loop()
-        self.supervisor = Supervisor(self.home, self.schedule_save, self.publish,
-                                     self.following)
+        self.supervisor = self.make_supervisor()
+        self.supervisor.on_event = self.events.on_event
         logging.getLogger().addHandler(FollowHandler(self))
         state = read_state(self.home)
         self.saved_metrics = state.metrics
+        saved_web = state.web if isinstance(state.web, dict) else None
         # the door first: cluster workers that outlived the last daemon hand their
         # listeners back through it, before a restarted sibling tries to bind
         self._open_cluster_door(loop)
@@ -114,8 +119,15 @@ class Daemon(Rpc, Handover, Door, Following):
                                                 bool(saved.get("allow_remote")))
         except (CorralError, KeyError, ValueError) as exc:
             log.error("metrics: %s", getattr(exc, "message", exc))
+        if saved_web:  # `corral web` of a previous daemon (update, crash, reboot)
+            try:
+                await self.rpc_web("start", int(saved_web["port"]), str(saved_web["host"]),
+                                   bool(saved_web.get("allow_remote")))
+            except (CorralError, KeyError, ValueError) as exc:
+                log.error("web dashboard: %s", getattr(exc, "message", exc))
         log.info("daemon %s ready (pid %d, home %s, %d apps)", __version__, os.getpid(),
                  self.home.root, len(self.supervisor.instances))
+        self.ready()
         if ready_fd is not None:
             os.write(ready_fd, b"ok")
             os.close(ready_fd)
@@ -129,6 +141,13 @@ class Daemon(Rpc, Handover, Door, Following):
             except FileNotFoundError:
                 pass
         log.info("daemon exits")
+
+    def make_supervisor(self) -> Supervisor:
+        """The process table (corral-runtime's is one that writes no log file unless asked)."""
+        return Supervisor(self.home, self.schedule_save, self.publish, self.following)
+
+    def ready(self) -> None:
+        """The socket listens (corral-runtime starts its apps from here)."""
 
     async def _start_restored(self, instances: list[Instance]) -> None:
         """Start what should run and does not; a cluster app whose other workers survived
@@ -253,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         home.ensure()
     except CorralError as exc:
         return fail(exc.message)
-    lock_fd = os.open(home.daemon_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock_fd = os.open(home.daemon_lock,
+                      os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -261,16 +281,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.ready_fd is not None:
             os.write(args.ready_fd, b"ok")
         return 0
-    pid_fd = os.open(home.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.write(pid_fd, str(os.getpid()).encode())
-    os.close(pid_fd)
+    for path in (home.pid_file, home.pm2_pid_file):
+        pid_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.write(pid_fd, str(os.getpid()).encode())
+        os.close(pid_fd)
     os.chdir("/")
     try:
         asyncio.run(Daemon(home).run(args.ready_fd))
     finally:
-        try:
-            os.unlink(home.pid_file)
-        except FileNotFoundError:
-            pass
+        for path in (home.pid_file, home.pm2_pid_file):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
     return 0
 

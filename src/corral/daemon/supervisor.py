@@ -163,6 +163,20 @@ class Supervisor:
         return sorted((i for i in self.instances.values() if i.record.spec.name == name),
                       key=lambda i: i.record.pm_id)
 
+    def rename(self, old: str, new: str) -> None:
+        """`restart NAME --name NEW` (PM2's attribute update): the app's instances, their
+        log lines and its cluster listeners take the new name."""
+        for inst in self.instances_of(old):
+            inst.record.spec.name = new
+            for capture in (inst.out, inst.err):
+                if capture is not None:
+                    capture.app_name = new
+        cluster = self.clusters.pop(old, None)
+        if cluster is not None:
+            cluster.name = new
+            self.clusters[new] = cluster
+        self.on_change()
+
     def lowest_free_index(self, name: str) -> int:
         used = {i.record.instance_index for i in self.instances.values() if i.record.spec.name == name}
         index = 0
@@ -221,7 +235,7 @@ class Supervisor:
     def pid_path(spec: AppSpec, pm_id: int) -> str:
         """The instance's pid file, if the app asked for one (-p, pid_file): the file, or
         `FILE-<id>.pid` when the app has several instances (the rule of -o and -e)."""
-        if not spec.pid_file:
+        if not spec.pid_file or spec.pid_file == "/dev/null":
             return ""
         if spec.instances > 1 or spec.exec_mode == "cluster":
             stem, ext = os.path.splitext(spec.pid_file)
@@ -233,14 +247,12 @@ class Supervisor:
         """PM2 writes the main pid to the pid file at each start (and removes it at exit)."""
         if not rec.pid_path or not rec.pid:
             return
-        tmp = f"{rec.pid_path}.{os.getpid()}.tmp"
         try:
             os.makedirs(os.path.dirname(rec.pid_path) or ".", exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+            fd = os.open(rec.pid_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o644)
             with os.fdopen(fd, "w") as f:
                 f.write(str(rec.pid))
-            os.replace(tmp, rec.pid_path)
         except OSError as exc:
             log.warning("%s (id %d): cannot write the pid file %s: %s", rec.spec.name,
                         rec.pm_id, rec.pid_path, exc.strerror or exc)
@@ -658,6 +670,8 @@ class Supervisor:
     # Each public operation takes the instance's lock; its `_held` twin expects it held.
 
     async def restart(self, inst: Instance) -> None:
+        """A restart someone asked for (triggers go through reload(), with their cause)."""
+        self.note(inst, "restart", cause="manual")
         async with inst.lock:
             await self._restart_held(inst)
 

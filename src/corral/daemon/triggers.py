@@ -95,6 +95,20 @@ class Triggers:
             self.watched.add(spec.name)
             self._rewatch()
 
+    def refresh(self, inst: Instance, old_name: str | None = None) -> None:
+        """The app's settings changed (`restart NAME --cron-restart ...`, `--name NEW`):
+        stop what watched it under its settings (or old name), start what its spec asks
+        for now."""
+        for name in {inst.record.spec.name, old_name or inst.record.spec.name}:
+            for tasks in (self.cron_tasks, self.health_tasks):
+                task = tasks.pop(name, None)
+                if task is not None:
+                    task.cancel()
+            if name in self.watched and (name != inst.record.spec.name
+                                         or not inst.record.spec.watch):
+                self.unwatch(name)
+        self.watch(inst)
+
     def watching(self, name: str) -> bool:
         return name in self.watched and self.watch_task is not None \
             and not self.watch_task.done()
@@ -220,7 +234,8 @@ class Triggers:
                 for inst in [i for i in self.supervisor.instances_of(name) if i.alive]:
                     await self._reload_for(inst, f"cron_restart {expression}")
         finally:
-            self.cron_tasks.pop(name, None)
+            if self.cron_tasks.get(name) is asyncio.current_task():
+                self.cron_tasks.pop(name, None)
 
     async def _health_loop(self, name: str) -> None:
         """Probe the app every interval once its start period is over; `retries` failures
@@ -254,7 +269,8 @@ class Triggers:
                         await self._reload_for(inst, f"unhealthy: {problem}")
                         inst.record.health = "unhealthy"
         finally:
-            self.health_tasks.pop(name, None)
+            if self.health_tasks.get(name) is asyncio.current_task():
+                self.health_tasks.pop(name, None)
 
     def _set_health(self, instances: list[Instance], state: str) -> None:
         changed = False
@@ -275,6 +291,7 @@ class Triggers:
 
     async def _reload_for(self, inst: Instance, reason: str) -> None:
         """A trigger fired: reload the instance (a restart in fork mode), record why."""
+        self.supervisor.note(inst, "restart", cause=reason)
         failure = await self.supervisor.reload(inst)
         inst.record.reason = failure or f"restarted: {reason}"
         self.supervisor.on_change()

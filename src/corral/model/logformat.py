@@ -72,9 +72,17 @@ _RENDER: dict[str, Callable[[time.struct_time, float], str]] = {
 
 def json_line(message: bytes, stream: str, pm_id: int, app_name: str, timestamp: float,
               date: Callable[[float], str] | None) -> bytes:
-    """PM2's log_type json: one object a line (invalid UTF-8 kept as \\x escapes)."""
+    """PM2's log_type json: one compact object a line, PM2's keys in PM2's order, the
+    time as JavaScript's toISOString() (UTC) unless log_date_format says otherwise
+    (invalid UTF-8 kept as \\x escapes)."""
     text = message.decode("utf-8", errors="backslashreplace")
-    stamp = date(timestamp) if date else time.strftime(
-        "%Y-%m-%dT%H:%M:%S", time.localtime(timestamp)) + f".{int(timestamp * 1000) % 1000:03d}"
+    stamp = date(timestamp) if date else iso_utc(timestamp)
     return (json.dumps({"message": text, "timestamp": stamp, "type": stream,
-                        "process_id": pm_id, "app_name": app_name}) + "\n").encode()
+                        "process_id": pm_id, "app_name": app_name},
+                       separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def iso_utc(timestamp: float) -> str:
+    """JavaScript's Date.toISOString(): 2024-05-01T12:00:00.123Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) \
+        + f".{int(timestamp * 1000) % 1000:03d}Z"

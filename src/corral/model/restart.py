@@ -70,7 +70,9 @@ def after_exit(rec: InstanceRecord, code: int | None, now_ms: int) -> Decision:
                 f"(max_restarts {spec.max_restarts}, min_uptime {spec.min_uptime_ms} ms); "
                 f"see its error log, then `corral restart {spec.name}`")
     delay = restart_delay(rec, uptime)
-    rec.restart_time += 1
     if delay > 0:
+        # counted when the restart happens (the supervisor's delayed launch), as PM2 does:
+        # an app stopped while it waits was not restarted
         return Decision(WAITING, f"{how}; restarting in {delay} ms", delay)
+    rec.restart_time += 1
     return Decision(LAUNCHING)
