@@ -32,8 +32,10 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import time
+import urllib.request
 from typing import Any
 
 from common import (
@@ -330,7 +332,29 @@ class Bench(ManagerBench):
         self.results["cli_50_apps"] = self.bench_cli(max(5, a.runs // 2), 1, False, [
             "corral list", "pm2 list"])
         self.results["rss_50_apps_after_lists"] = self.sample_daemons(0.0, 1.0)
+
+        say("e. corral's web dashboard on (corral web): daemon RSS and `list` (extra)")
+        self.results["web_on"] = self.bench_web_on(max(5, a.runs // 2))
         return self.results
+
+    def bench_web_on(self, runs: int) -> dict[str, list[float]]:
+        """corral only (PM2's dashboard is a hosted service): the daemon's RSS with the
+        dashboard on and after a page's API call, and `list` meanwhile."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        url = self.run([self.corral, "web", "--port", str(port)]).stdout.split()[0]
+        time.sleep(2)
+        before = self.sample_daemons(2.0, 0.5)["corral"]["rss_mib"]
+        token = url.split("token=", 1)[1]
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/state",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            answer.read()
+        lists = self.bench_cli(runs, 1, False, ["corral list"])["corral list"]
+        after = self.sample_daemons(2.0, 0.5)["corral"]["rss_mib"]
+        self.run([self.corral, "web", "--stop"])
+        return {"rss_mib": before, "rss_mib_after_api": after, "list_s": lists}
 
     # -- cleanup
 
@@ -422,6 +446,14 @@ def report(r: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         holds = "" if row["holds"] is None else ("yes" if row["holds"] else "NO")
         lines.append(f"| {row['what']} ({row['unit']}) | {cs} | {ps} | {ratio} | "
                      f"{row['goal'] or ''} | {holds} |")
+    web = r.get("web_on")
+    if web:
+        off = r["rss_50_apps_after_lists"]["corral"]["rss_mib"]
+        lines.append(f"| corral daemon RSS, 50 apps, dashboard on (extra; off: "
+                     f"{fmt(summary(off), 1)}) (MiB) | {fmt(summary(web['rss_mib']), 1)}, after "
+                     f"an API call {fmt(summary(web['rss_mib_after_api']), 1)} | | | | |")
+        lines.append(f"| corral `list`, 50 apps, dashboard on (extra) (ms) | "
+                     f"{fmt(summary(ms(web['list_s'])), 1)} | | | | |")
     floors = [f"`{k}` {fmt(summary(ms(cli[k])), 1)} ms" for k in ("python -c pass", "node -e 0")]
     ratios = [a / b for a, b in zip(cli["corral list"], cli["pm2 list"])]
     lines.append("")
