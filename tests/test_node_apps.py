@@ -254,3 +254,24 @@ def test_a_node_with_another_cluster_protocol_is_refused(corral: Corral) -> None
     assert done.returncode == 1
     assert "v10.24.1" in done.stderr and "Node 12 and newer" in done.stderr, done.stderr
     assert corral.jlist() == []
+
+
+@needs_wrk
+def test_reload_of_a_graceful_node_app_under_keepalive_load(corral: Corral) -> None:
+    """With shutdown_with_message, corral sends 'shutdown' instead of Node's disconnect:
+    examples/node/graceful.js then answers Connection: close and leaves when its connections
+    are gone. (The unmodified lesson app fails about one in-flight request per keep-alive
+    connection of the replaced worker, as under PM2: Node's server.close() drops them;
+    bench/node_cluster.py measures both.)"""
+    port = free_port()
+    shutil.copy(LESSON / "graceful.js", corral.tmp / "graceful.js")
+    corral.run("start", "graceful.js", "-i", "2", "--name", "g", "--shutdown-with-message",
+               env=dict(corral.env, PORT=str(port)))
+    load = Wrk(port, 10, close=False)
+    time.sleep(2)  # let the bounded load run a while before acting
+    corral.run("reload", "g")
+    corral.run("reload", "g")
+    result = load.result()
+    assert result["non2xx"] == 0
+    assert result["errors"] <= 4, result  # 64 connections; ~170 without the graceful stop
+    assert [r["pm2_env"]["restart_time"] for r in node_rows(corral, "g")] == [2, 2]
