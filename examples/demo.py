@@ -8,6 +8,7 @@ table. The app keeps running: `corral stop app`, or `corral kill`.
 """
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -17,16 +18,44 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PORT = int(os.environ.get("PORT", "3000"))
 
 
-def corral(*args: str, quiet: bool = False) -> None:
-    subprocess.run([sys.executable, "-m", "corral", *args], check=True,
-                   env=dict(os.environ, PORT=str(PORT)),
-                   stdout=subprocess.DEVNULL if quiet else None)
+def corral(*args: str, quiet: bool = False) -> int:
+    return subprocess.run([sys.executable, "-m", "corral", *args],
+                          env=dict(os.environ, PORT=str(PORT)),
+                          stdout=subprocess.DEVNULL if quiet else None).returncode
 
 
-def main() -> None:
-    print(f"$ corral start examples/app.py -i 2 --cluster-policy rr   (port {PORT})")
-    corral("start", os.path.join(HERE, "app.py"), "-i", "2", "--cluster-policy", "rr", "-n",
-           "app", quiet=True)
+def registered() -> bool:
+    """Is the demo's app (named `app`) in corral's list already (a second run)?"""
+    out = subprocess.run([sys.executable, "-m", "corral", "jlist"], capture_output=True,
+                         text=True)
+    return out.returncode == 0 and '"name":"app"' in out.stdout.replace(" ", "")
+
+
+def port_taken() -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", PORT)) == 0
+
+
+def main() -> int:
+    if registered():
+        print("corral: the demo's app runs already (`corral list` shows it); it is asked "
+              "again below.\n`corral delete app` removes it, `corral kill` stops "
+              "everything.\n")
+    elif port_taken():
+        print(f"corral: port {PORT} is in use by another program, so the demo's app "
+              f"could not listen on it.\nRun the demo on another port: PORT={PORT + 1} "
+              "python examples/demo.py", file=sys.stderr)
+        return 1
+    else:
+        print(f"$ corral start examples/app.py -i 2 --cluster-policy rr   (port {PORT})")
+        if corral("start", os.path.join(HERE, "app.py"), "-i", "2", "--cluster-policy",
+                  "rr", "-n", "app", quiet=True) != 0:
+            corral("delete", "app", quiet=True)
+            print(f"\nThe demo could not start (corral said why, above); its app was "
+                  f"removed again. If port {PORT} is taken: PORT={PORT + 1} python "
+                  "examples/demo.py", file=sys.stderr)
+            return 1
     print(f"\n$ curl 127.0.0.1:{PORT}/   (six times: the two workers take turns)")
     for _ in range(6):
         for attempt in range(50):
@@ -38,9 +67,10 @@ def main() -> None:
                 time.sleep(0.1)
     print("\n$ corral list")
     corral("list")
-    print("\nThe app keeps running; `corral reload app` replaces its workers without "
+    print("\nThe app keeps running; `corral reload app` replaces its workers without\n"
           "dropping a request, `corral kill` stops everything.")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -164,7 +165,16 @@ def test_runtime_as_pid_1_of_a_pid_namespace(corral: Corral) -> None:
                              text=True, timeout=30)
         assert ["chatty", None, "SIGKILL"] in json.loads(raw.stdout), raw.stderr
 
-        # commands from inside the container talk to the runtime
+        # commands from inside the container talk to the runtime: logs, reload
+        followed = corral.tmp / "followed.txt"
+        with open(followed, "wb") as sink:
+            logs = subprocess.Popen([*inside, "logs", "web", "--raw"], env=corral.env,
+                                    stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: get(port) and b"served /" in followed.read_bytes(), 20,
+                     interval=0.3, what="`corral logs web` following the runtime")
+        finally:
+            stop_by_pid(logs)
         reload = subprocess.run([*inside, "reload", "web"], env=corral.env,
                                 capture_output=True, text=True, timeout=60)
         assert reload.returncode == 0, reload.stderr
@@ -320,3 +330,49 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_a_burst_reaches_stdout_whole(corral: Corral) -> None:
+    """300,000 lines as fast as the app can write them: every one on the runtime's stdout,
+    once, never cut (the daemon's loop is busy the whole time, long enough for the timer
+    that flushes an incomplete line to fire while the rest of it waits in the pipe)."""
+    corral.script("burst.py", """
+        import sys
+        write = sys.stdout.write
+        for i in range(300000):
+            write(f"line {i} " + "x" * 50 + "\\n")
+    """)
+    proc, out, err = start_runtime(corral, ["burst.py", "--no-autorestart", "--name", "b"])
+    try:
+        assert proc.wait(60) == 0, err.read_text()
+        lines = out.read_text().splitlines()
+        assert lines == [f"0|b | line {i} " + "x" * 50 for i in range(300000)]
+    finally:
+        stop_by_pid(proc)
+
+
+def test_a_stuck_reader_never_blocks_the_writer() -> None:
+    """Sink: while nobody reads the runtime's stdout, writing a line returns at once;
+    past its bound lines are dropped, and the count is written when the reader is back."""
+    from corral.daemon.runtime import Sink
+
+    read_end, write_end = os.pipe()
+    sink = Sink(write_end, "test", Echo("raw").own)
+    sink.MAX_PENDING = 4096
+    began = time.monotonic()
+    for i in range(5000):  # ~500 kB: far more than the pipe holds
+        sink.write(f"line {i:04d} {'x' * 90}\n".encode())
+    assert time.monotonic() - began < 2.0
+    received = bytearray()
+    os.set_blocking(read_end, False)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and b"dropped" not in received:
+        try:
+            received += os.read(read_end, 1 << 16)
+        except BlockingIOError:
+            time.sleep(0.01)
+    sink.close()
+    os.close(read_end)
+    os.close(write_end)
+    assert re.search(rb"\d+ line\(s\) dropped: this stream was read too slowly\n", received)
+    assert received.startswith(b"line 0000 ")

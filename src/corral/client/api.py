@@ -22,6 +22,12 @@ from corral.store.home import Home, home_from_env, write_json_atomically
 if TYPE_CHECKING:
     from corral.model.spec import AppSpec
 
+
+def _wait(wait: bool) -> dict[str, bool]:
+    """The `wait` parameter, sent only when it is not the daemon's default (True)."""
+    return {} if wait else {"wait": False}
+
+
 class API:
     def __init__(self, home: Home | None = None) -> None:
         self.home = home or home_from_env()
@@ -56,8 +62,12 @@ class API:
     def targets(names: Iterable[str | int]) -> list[dict[str, Any]]:
         return to_wire(names)
 
-    def start(self, *specs: AppSpec) -> dict[str, Any]:
-        result: dict[str, Any] = self.client.call("start", apps=[s.to_dict() for s in specs])
+    def start(self, *specs: AppSpec, wait: bool = True) -> dict[str, Any]:
+        """Start apps; returns once they run (cluster: listen), with `failed`: the
+        instances that exited at once, their last error lines and a hint. wait=False
+        returns as soon as they are launched."""
+        result: dict[str, Any] = self.client.call("start", apps=[s.to_dict() for s in specs],
+                                                  **_wait(wait))
         return result
 
     def list(self, env: bool = False) -> list[dict[str, Any]]:
@@ -76,7 +86,8 @@ class API:
 
         return ecosystem.load(path, env_name, list(only) if only else None)
 
-    def apply(self, specs: Sequence[AppSpec], mode: str, parallel: int = 1) -> dict[str, Any]:
+    def apply(self, specs: Sequence[AppSpec], mode: str, parallel: int = 1,
+              wait: bool = True) -> dict[str, Any]:
         """Apps from a file: start the new ones; restart (mode "restart"), reload one by one
         (mode "reload") or start if stopped (mode "start") the registered ones, with the
         file's settings and environment.
@@ -90,14 +101,17 @@ class API:
         order = waves(list(specs))
         for number, wave in enumerate(order):
             result: dict[str, Any] = self.client.call(
-                "apply", apps=[s.to_dict() for s in wave], mode=mode, parallel=parallel)
+                "apply", apps=[s.to_dict() for s in wave], mode=mode, parallel=parallel,
+                **_wait(wait))
             for key, value in result.items():
                 if isinstance(value, list) and key != "list":
                     merged.setdefault(key, []).extend(value)
                 else:
                     merged[key] = value
-            if result.get("failures"):
-                break  # a reload that failed: the apps that wait for it are left alone
+            if result.get("failures") or result.get("failed"):
+                # a reload or a start that failed: the apps that wait for it are left alone
+                merged["not_started"] = [s.name for w in order[number + 1:] for s in w]
+                break
             if number < len(order) - 1:
                 self._wait_usable(wave, [s.name for w in order[number + 1:] for s in w])
         return merged
@@ -158,14 +172,15 @@ class API:
                               text=text)
 
     def restart_with(self, names: Iterable[str | int], update: dict[str, Any] | None = None,
-                     toggle_watch: bool = False, env: dict[str, str] | None = None
-                     ) -> dict[str, Any]:
+                     toggle_watch: bool = False, env: dict[str, str] | None = None,
+                     wait: bool = True) -> dict[str, Any]:
         """Restart, applying first `update` (AppSpec fields: PM2's attribute update, what
         `restart NAME --max-memory-restart 300M` changes), toggling watch, and with env
-        (--update-env) replacing the shell part of the environment."""
+        (--update-env) replacing the shell part of the environment. `failed` and wait
+        as for start()."""
         result: dict[str, Any] = self.client.call(
             "restart", targets=self.targets(names), env=env, toggle_watch=toggle_watch,
-            update=update or None)
+            update=update or None, **_wait(wait))
         return result
 
     def restart_update_env(self, names: Iterable[str | int],

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         if verb == "startOrReload":
             p.add_argument("--parallel", type=int, default=1, metavar="N",
                            help="workers replaced at a time (default 1)")
+        else:
+            p.add_argument("--no-wait", action="store_true",
+                           help="return once the apps are launched (as `start --no-wait`)")
     init = sub.add_parser("init", aliases=["ecosystem"],
                           help="write a commented ecosystem file in this folder")
     init.add_argument("mode", nargs="?", choices=("simple", "full"), default="full",
@@ -495,7 +498,7 @@ def cmd_act(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     loaded = load_target(api, args.targets, args)
     if loaded is not None:
         warn(loaded.warnings + file_ignores(args))
-        result = act_on_loaded(api, action, loaded)
+        result = act_on_loaded(api, action, loaded, not getattr(args, "no_wait", False))
     elif command.startswith("startOr"):
         raise CorralError(f"{args.targets[0]}: {command} takes an ecosystem file")
     elif getattr(args, "env_name", None):
@@ -505,11 +508,14 @@ def cmd_act(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     elif action == "restart":
         update, toggle = restart_options(args, app_args)
         result = api.restart_with(args.targets, update=update, toggle_watch=toggle,
-                                  env=dict(os.environ) if args.update_env else None)
+                                  env=dict(os.environ) if args.update_env else None,
+                                  wait=not getattr(args, "no_wait", False))
         warn(result.get("notes", []))
     else:
         result = api.act(action, args.targets)
     print_table(result["list"])
+    if report_failed(result.get("failed", []), result):
+        return 1
     return attach(api, args, result.get("ids", [])) if action == "restart" else 0
 
 
@@ -530,7 +536,7 @@ def file_ignores(args: argparse.Namespace) -> list[str]:
     from corral.client import startopts
 
     typed = sorted(startopts.given(args) & set(startopts.DEFAULT_DESTS)
-                   - {"update_env", "parallel", "attach"})
+                   - {"update_env", "parallel", "attach", "no_wait"})
     if not typed:
         return []
     return ["with an ecosystem file its settings apply; ignored: "
@@ -745,10 +751,10 @@ def load_target(api: Any, targets: list[str], args: argparse.Namespace) -> Any:
     return api.load_file(file, getattr(args, "env_name", None), only_list(args))
 
 
-def act_on_loaded(api: Any, action: str, loaded: Any) -> Any:
+def act_on_loaded(api: Any, action: str, loaded: Any, wait: bool = True) -> Any:
     """stop / delete / restart / reset the apps of an ecosystem file."""
     if action == "restart":
-        return api.apply(loaded.specs, "restart")
+        return api.apply(loaded.specs, "restart", wait=wait)
     names = [s.name for s in loaded.specs]
     registered = {row["spec"]["name"] for row in api.list()}
     present = [n for n in names if n in registered]
@@ -791,6 +797,8 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     warn(api.notes)
     result: dict[str, Any] = {"list": rows}
     ids: list[int] = []
+    failed: list[dict[str, Any]] = []
+    wait = not args.no_wait
     for kind, what in plan:
         if kind == "file":
             warn(what.warnings)
@@ -799,21 +807,76 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
 
                 for spec in what.specs:
                     spec.instances = parse_instances(args.instances)
-            result = api.apply(what.specs, "restart")  # PM2: `start FILE` restarts its apps
+            # PM2: `start FILE` restarts its apps
+            result = api.apply(what.specs, "restart", wait=wait)
             ids += result["started"] + result["restarted"]
             warn(silent_cluster_notes(result["list"], result["started"]))
         elif kind == "restart":
             word, update, toggle = what
             result = api.restart_with([word], update=update, toggle_watch=toggle,
-                                      env=dict(os.environ) if args.update_env else None)
+                                      env=dict(os.environ) if args.update_env else None,
+                                      wait=wait)
             warn(result.get("notes", []))
             ids += result["ids"]
         else:
-            result = api.start(what)
+            result = api.start(what, wait=wait)
             ids += result["started"]
             warn(silent_cluster_notes(result["list"], result["started"]))
+        failed += result.get("failed", [])
     print_table(result["list"])
+    if report_failed(failed, result):
+        return 1
     return attach(api, args, ids)
+
+
+def report_failed(failed: list[dict[str, Any]], result: dict[str, Any]) -> bool:
+    """Say, for each app that a start, restart or file found failing (daemon/outcome.py),
+    what happened, its last error lines, where its log is, a hint and what corral does
+    now. True if there was any."""
+    if not failed and not result.get("not_started"):
+        return False
+    import textwrap
+
+    sys.stdout.flush()
+
+    def say(text: str, indent: str = "") -> None:
+        print(textwrap.fill(text, 79, initial_indent=indent,
+                            subsequent_indent=indent + "  ", break_on_hyphens=False,
+                            break_long_words=False), file=sys.stderr)
+
+    apps: dict[str, list[dict[str, Any]]] = {}
+    for item in failed:
+        apps.setdefault(item["name"], []).append(item)
+    for name, items in apps.items():
+        first = items[0]
+        ids = ", ".join(str(i["pm_id"]) for i in items)
+        say(f"corral: error: {name} (id {ids}) {first['what']}")
+        if first["lines"]:
+            say(f"last lines of {first['log']}:", "  ")
+            for line in first["lines"]:
+                print(f"  | {line}", file=sys.stderr)
+        elif first["logs_off"]:
+            say("its logs are turned off (disable_logs, or /dev/null): nothing to show", "  ")
+        else:
+            say(f"it wrote nothing; its log: {first['log']}", "  ")
+        if first["last_error"] and first["last_error"] not in "\n".join(first["lines"]):
+            say(f"corral: {first['last_error']}", "  ")
+        if first["hint"]:
+            say(f"hint: {first['hint']}", "  ")
+        status = first["status"]
+        if status == "errored":
+            say(f"{name} is errored ({first['reason'] or 'see above'}); fix it, then "
+                f"`corral restart {name}`", "  ")
+        elif status == "stopped":
+            say(f"{name} is stopped; fix it, then `corral restart {name}`", "  ")
+        else:
+            say(f"corral keeps restarting it (↺ {first['restarts']}, status {status}), "
+                f"until too many unstable restarts make it errored: fix it, then `corral "
+                f"restart {name}`, or `corral delete {name}`", "  ")
+    if result.get("not_started"):
+        say("corral: error: not started, as they depend on an app that failed: "
+            + ", ".join(result["not_started"]))
+    return True
 
 
 def plan_start(api: Any, word: str, args: argparse.Namespace, typed: set[str],

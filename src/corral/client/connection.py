@@ -22,6 +22,20 @@ if TYPE_CHECKING:
     from typing import Any
 
 DAEMON_START_TIMEOUT_S = 15.0
+HELLO_TIMEOUT_S = 10.0  # a daemon that does not answer `hello` this soon is stuck
+DEFAULT_TIMEOUT_S = 300.0  # for any other reply (CORRAL_TIMEOUT, in seconds; 0: none)
+IDLE_RECONNECT_S = 100.0  # the daemon closes a connection idle for 120 s
+
+
+def request_timeout() -> float | None:
+    """How long a command waits for the daemon's reply: CORRAL_TIMEOUT seconds (0: no
+    limit), DEFAULT_TIMEOUT_S otherwise."""
+    text = os.environ.get("CORRAL_TIMEOUT", "")
+    try:
+        value = float(text) if text.strip() else DEFAULT_TIMEOUT_S
+    except ValueError:
+        value = DEFAULT_TIMEOUT_S
+    return value if value > 0 else None
 
 
 class Client:
@@ -31,9 +45,8 @@ class Client:
         self.daemon_version: str | None = None
         self.daemon_pid: int | None = None
         self.sock = self._connect() if not start else self._connect_or_start()
-        hello = self.call("hello", version=__version__)
-        self.daemon_version = hello["version"]
-        self.daemon_pid = hello["pid"]
+        self.last_used = time.monotonic()
+        self._hello()
         if self.daemon_version != __version__:
             print(
                 f"corral: the daemon runs corral {self.daemon_version} and this command is "
@@ -42,8 +55,18 @@ class Client:
                 file=sys.stderr,
             )
 
+    def _hello(self) -> None:
+        """The first request: versions; a daemon that does not answer it within
+        HELLO_TIMEOUT_S is hung (or out of file descriptors): said at once."""
+        self.sock.settimeout(HELLO_TIMEOUT_S)
+        hello = self.call("hello", version=__version__)
+        self.daemon_version = hello["version"]
+        self.daemon_pid = hello["pid"]
+        self.sock.settimeout(request_timeout())
+
     def _connect(self) -> _socket.socket:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        sock.settimeout(HELLO_TIMEOUT_S)
         try:
             sock.connect(self.home.socket)
         except OSError:
@@ -115,20 +138,42 @@ class Client:
 
     def call(self, method: str, **params: object) -> Any:
         request_id = next(self._ids)
+        frame = encode({"id": request_id, "method": method, "params": params})
+        if method != "hello" and time.monotonic() - self.last_used > IDLE_RECONNECT_S:
+            self._reconnect()  # the daemon closes connections idle for long
         try:
-            self.sock.sendall(encode({"id": request_id, "method": method, "params": params}))
+            self.sock.sendall(frame)
             response: Any = read_frame(self.sock)
+        except TimeoutError:
+            waited = self.sock.gettimeout() or 0
+            raise CorralError(
+                f"the daemon{f' (pid {self.daemon_pid})' if self.daemon_pid else ''} did "
+                f"not answer `{method}` within {waited:.0f} s; it may be hung or still at "
+                f"work: see {self.home.daemon_log} and `corral list`. CORRAL_TIMEOUT=SECONDS "
+                "waits longer (0: no limit)") from None
         except (OSError, ProtocolError) as exc:
             raise CorralError(f"lost the connection to the daemon ({exc}); see "
                               f"{self.home.daemon_log}") from None
+        self.last_used = time.monotonic()
         if "error" in response:
             error = response["error"]
             raise CorralError(error["message"], code=error.get("code", 1))
         return response["result"]
 
+    def _reconnect(self) -> None:
+        self.sock.close()
+        try:
+            self.sock = self._connect()
+        except OSError as exc:
+            raise CorralError(f"lost the connection to the daemon ({exc}); see "
+                              f"{self.home.daemon_log}") from None
+        self.last_used = time.monotonic()
+        self._hello()
+
     def stream(self, method: str, **params: object) -> Any:
         """Send one request and yield every frame the daemon sends back (follow)."""
         first = self.call(method, **params)
+        self.sock.settimeout(None)  # a stream may be quiet for as long as the apps are
         yield first
         while True:
             try:

@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
 }
 STORE_TRUE = ("wait_ready", "shutdown_with_message", "module", "no_autorestart",
               "no_autostart", "merge_logs", "time", "disable_logs", "log_compress", "force",
-              "no_watch", "attach", "execute_command", "update_env")
+              "no_watch", "attach", "execute_command", "update_env", "no_wait")
 
 # PM2 flags that have no effect in corral: (flags, takes a value (True, False or "?" for
 # an optional one), the note printed when given (None: silence), what it is)
@@ -195,6 +195,10 @@ def add_app_options(p: argparse.ArgumentParser, command: str) -> None:
         help=f"after the {what}, follow the apps' logs (Ctrl-C to stop)")
     if command != "reload":
         opt("--parallel", type=int, metavar="N", help="PM2's concurrency: no effect here")
+        opt("--no-wait", action="store_true",
+            help=f"return once the apps are launched, without waiting to see them up "
+            f"(by default {what} waits until cluster workers listen, and through a fork "
+            "app's first second, min_uptime at most, and fails if the app exits)")
 
     group = p.add_argument_group(
         "PM2 flags accepted for compatibility (no effect in corral; some print a note)")
@@ -238,7 +242,7 @@ DEFAULT_DESTS = (
     "log_retain", "log_compress", "watch", "no_watch", "ignore_watch", "watch_delay",
     "health_http", "health_tcp", "health_cmd", "health_interval", "health_timeout",
     "health_retries", "health_start_period", "cron_restart", "max_memory_restart", "force",
-    "filter_env", "update_env", "attach", "parallel",
+    "filter_env", "update_env", "attach", "parallel", "no_wait",
 )
 
 

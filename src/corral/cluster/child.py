@@ -688,7 +688,9 @@ def _reader(worker: WorkerSide) -> None:
         worker.state = "orphaned"
         if _reconnect(worker):
             _reader(worker)
-        return
+            return
+        if worker.state != "refused":
+            return
     worker.emit("disconnect")
     os.kill(os.getpid(), signal.SIGTERM)
     threading.Timer(5.0, os._exit, args=(1,)).start()
@@ -730,6 +732,14 @@ def _reconnect(worker: WorkerSide) -> bool:
         except (ChannelClosed, OSError):
             channel.close()
             continue
+        if reply and reply[0].get("act") == "refused":
+            # the daemon of this home does not count us among its workers (a reload its
+            # predecessor did not finish): nobody will ever be our primary, so we leave
+            channel.close()
+            log.info("corral.cluster: worker %d is not one of the daemon's; exiting",
+                     os.getpid())
+            worker.state = "refused"
+            return False
         if not reply or reply[0].get("act") != "reattached":
             channel.close()
             continue

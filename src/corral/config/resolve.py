@@ -18,6 +18,7 @@ from corral.model.apps import is_node_app, is_python_app
 from corral.model.errors import CorralError
 from corral.model.names import NULL_LOG_PATHS
 from corral.model.spec import AppSpec
+from corral.model.validate import MAX_INSTANCES
 
 # interpreter by extension (PM2's table, with Python run by corral's own Python)
 EXT_INTERPRETERS = {
@@ -52,9 +53,12 @@ def parse_instances(value: str | int) -> int:
             ) from None
     cpus = os.cpu_count() or 1
     if number == 0:
-        return cpus
+        return min(cpus, MAX_INSTANCES)
     if number < 0:
-        return max(cpus + number, 1)
+        return min(max(cpus + number, 1), MAX_INSTANCES)
+    if number > MAX_INSTANCES:
+        raise CorralError(f"-i/instances {number}: at most {MAX_INSTANCES} instances per app "
+                          "(docs/lifecycle.md, \"Limits\")")
     return number
 
 

@@ -25,6 +25,7 @@ from corral.model.cron import next_cron_time
 from corral.model.errors import CorralError
 from corral.model.health import DEFAULTS as HEALTH_DEFAULTS
 from corral.model.names import POLICIES
+from corral.model.validate import BadValue, check_env, check_name, check_signal
 
 
 class EcosystemError(CorralError):
@@ -37,9 +38,8 @@ class Normalized:
     warnings: list[str] = field(default_factory=list)
 
 
-class BadValue(ValueError):
-    pass
-
+# BadValue and the rules both sides apply (names, environments, signals, instances) are
+# model.validate's: the daemon checks every request with them too
 
 # ---- converters: raise BadValue with what was expected ---------------------
 
@@ -148,10 +148,7 @@ def to_env(value: Any) -> dict[str, str]:
         raise BadValue("expected a mapping of variable names to values")
     env = {}
     for key, item in value.items():
-        if not str(key) or "=" in str(key) or "\0" in str(key):
-            raise BadValue(f"{str(key)!r} is not a valid variable name")
-        if isinstance(item, str) and "\0" in item:
-            raise BadValue(f"the value of {key} holds a NUL character")
+        check_env({str(key): item if isinstance(item, str) else ""})
         if isinstance(item, bool):
             env[str(key)] = "true" if item else "false"
         elif item is None:
@@ -204,7 +201,15 @@ def to_watch(value: Any) -> bool | list[str]:
 
 def to_signal(value: Any) -> str:
     text = to_str(value).upper()
-    return text if text.startswith("SIG") else f"SIG{text}"
+    return check_signal(text if text.startswith("SIG") else f"SIG{text}")
+
+
+def to_name(value: Any) -> str:
+    return check_name(to_str(value))
+
+
+def to_namespace(value: Any) -> str:
+    return check_name(to_str(value), "namespace")
 
 
 def to_log_type(value: Any) -> str:
@@ -248,9 +253,9 @@ class Key:
 
 KEYS: dict[str, Key] = {
     "script": Key("script", to_str, ("exec", "cmd", "command")),
-    "name": Key("name", to_str),
+    "name": Key("name", to_name),
     "name_prefix": Key("name_prefix", to_str),
-    "namespace": Key("namespace", to_str),
+    "namespace": Key("namespace", to_namespace),
     "cwd": Key("cwd", to_str),
     "args": Key("args", to_args),
     "interpreter": Key("interpreter", to_str, ("exec_interpreter",)),

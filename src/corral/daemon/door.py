@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from corral.store.home import Home
 
 from corral.daemon.peer import peer_uid
+from corral.model.validate import quote
 
 log = logging.getLogger("corral.daemon")
 
@@ -54,6 +55,12 @@ class Door:
             conn, _ = self.door.accept()
         except (BlockingIOError, InterruptedError):
             return
+        except OSError as exc:  # EMFILE, ...: wait a second rather than spin on the loop
+            log.error("cannot take a cluster worker's knock: %s", exc.strerror or exc)
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self.door)
+            loop.call_later(1.0, loop.add_reader, self.door, self._on_knock)
+            return
         if peer_uid(conn) != os.getuid():
             conn.close()
             return
@@ -81,13 +88,22 @@ class Door:
             conn.close()
             return
         message, fds = received
+        if not isinstance(message, dict):
+            message = {}
         pid = message.get("pid")
         inst = next((i for i in self.supervisor.instances.values()
                      if i.proc is not None and i.proc.pid == pid and i.proc.alive), None)
         if inst is None or inst.record.spec.exec_mode != "cluster":
-            log.warning("a cluster worker (pid %s) knocked, but it is not one of ours", pid)
+            # a worker no entry of the list names (a reload the last daemon did not
+            # finish): told so, it exits (corral.cluster.child); it is never adopted
+            log.warning("a cluster worker (pid %s) knocked, but it is not one of ours; told "
+                        "to exit", quote(pid))
             for fd in fds:
                 os.close(fd)
+            try:
+                channel.send({"act": "refused"})
+            except (ChannelClosed, OSError):
+                pass
             conn.close()
             return
         cluster = self.supervisor.cluster_of(inst.record.spec)

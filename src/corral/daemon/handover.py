@@ -26,7 +26,7 @@ class Handover:
     server: asyncio.AbstractServer | None
     updating: bool
 
-    def save(self, records: list[dict[str, Any]] | None = None) -> None:
+    def save(self, records: list[dict[str, Any]] | None = None) -> str | None:
         raise NotImplementedError  # the Daemon's
 
     async def rpc_update(self) -> dict[str, Any]:

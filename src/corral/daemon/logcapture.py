@@ -91,6 +91,8 @@ class LogFile:
         self.size = self._current_size()
         self.day = time.localtime().tm_yday
         self.mid_line = False
+        self.at_line_start = True  # the last byte written is a newline (or none was)
+        self.cut = False  # a write failed: what the file ends with may be a cut line
         self.error: str | None = None
         self.dropped_bytes = 0
         self.written_bytes = 0
@@ -103,6 +105,10 @@ class LogFile:
             return 0
 
     def write(self, data: bytes, ends_line: bool = True) -> None:
+        if self.cut and not self.at_line_start and data:
+            # a write error (a full disk) cut the last line short or lost its end: end
+            # that fragment, so that it is never merged with what comes now
+            data = b"\n" + data
         view = memoryview(data)
         while view:
             try:
@@ -114,10 +120,14 @@ class LogFile:
                     log.error("cannot write %s: %s", self.path, exc.strerror)
                 self.error = f"{self.path}: {exc.strerror} ({errno.errorcode.get(exc.errno or 0)})"
                 self.dropped_bytes += len(view)
+                self.cut = True
                 return
+            if written:
+                self.at_line_start = view[written - 1:written] == b"\n"
             self.size += written
             self.written_bytes += written
             view = view[written:]
+        self.cut = False
         self.error = None
         self.mid_line = not ends_line
         if not self.mid_line and self._due():
@@ -161,6 +171,7 @@ class LogFile:
         try:
             os.ftruncate(self.fd, 0)
             self.size = 0
+            self.at_line_start, self.cut = True, False
         except OSError as exc:
             log.error("cannot flush %s: %s", self.path, exc.strerror)
 
@@ -265,6 +276,7 @@ class StreamCapture:
         self.partial = b""  # the start of a line whose newline has not come yet
         self.mid_line = False  # the files hold the start of the current line already
         self.flush_timer: asyncio.TimerHandle | None = None
+        self.lines_ended = 0  # how many times a read completed lines (see _partial_due)
         make_fifo(fifo_path)
         self.read_fd = os.open(fifo_path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
@@ -300,9 +312,20 @@ class StreamCapture:
         cut = data.rfind(b"\n") + 1
         complete, self.partial = data[:cut], data[cut:]
         if complete:
+            self.lines_ended += 1
             self._emit(complete, now, ends_line=True)
         if self.partial and self.flush_timer is None:
-            self.flush_timer = self.loop.call_later(PARTIAL_FLUSH_S, self.flush_partial)
+            self.flush_timer = self.loop.call_later(PARTIAL_FLUSH_S, self._partial_due)
+
+    def _partial_due(self) -> None:
+        """The line in progress waited PARTIAL_FLUSH_S. A loop busy with a burst can run
+        this timer while the rest of the line waits in the pipe: read first, and flush only
+        a line still incomplete (a follower, corral-runtime's output, would see it cut)."""
+        self.flush_timer = None
+        ended = self.lines_ended
+        self.drain(max_reads=1)
+        if self.lines_ended == ended:
+            self.flush_partial()
 
     def flush_partial(self, end_line: bool = False) -> None:
         """Write the line in progress now (it is continued later without a new stamp), or
@@ -359,7 +382,7 @@ class StreamCapture:
         self.partial = str(state.get("partial", "")).encode("latin-1") + self.partial
         self.mid_line = bool(state.get("mid_line", False))
         if self.partial and self.flush_timer is None:
-            self.flush_timer = self.loop.call_later(PARTIAL_FLUSH_S, self.flush_partial)
+            self.flush_timer = self.loop.call_later(PARTIAL_FLUSH_S, self._partial_due)
 
     def exited(self) -> None:
         """The process ended: take what it wrote last, and complete its last line."""

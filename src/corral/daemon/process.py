@@ -78,6 +78,24 @@ def _watch_exit_thread(loop: asyncio.AbstractEventLoop, proc: Proc,
     threading.Thread(target=wait, daemon=True).start()
 
 
+def descendants_or_none(pid: int) -> list[psutil.Process]:
+    """The process tree under pid, or [] when it cannot be read (EMFILE, ...): a stop
+    then signals the process group alone, never fails for it."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except (psutil.Error, OSError):
+        return []
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL to the process group of pid (an app is the leader of its own session)."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def signal_tree(pid: int, tree: list[psutil.Process], sig: signal.Signals) -> None:
     """The signal to the process group of pid and to every process of the tree."""
     try:

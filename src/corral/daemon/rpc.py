@@ -6,6 +6,7 @@ returns the result the client prints; a CorralError becomes an error reply.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -17,6 +18,14 @@ from corral.model.errors import CorralError
 from corral.model.names import default_policy
 from corral.model.spec import AppSpec
 from corral.model.targets import Entry, select
+from corral.model.validate import (
+    MAX_INSTANCES,
+    BadValue,
+    check_env,
+    quote,
+    spec_from_wire,
+    update_problem,
+)
 from corral.model.version import __version__
 
 if TYPE_CHECKING:
@@ -28,6 +37,8 @@ if TYPE_CHECKING:
     from corral.store.home import Home
 
 log = logging.getLogger("corral.daemon")
+
+MAX_TARGET_CHARS = 4096  # a target word: a name, an id, a namespace or a script path
 
 # what `restart`/`reload` options may change of a registered app (PM2's attribute update):
 # everything `start` sets except what makes it another program or other instances
@@ -55,7 +66,7 @@ class Rpc:
     def schedule_save(self) -> None:
         raise NotImplementedError  # the Daemon's
 
-    def save(self, records: list[dict[str, Any]] | None = None) -> None:
+    def save(self, records: list[dict[str, Any]] | None = None) -> str | None:
         raise NotImplementedError  # the Daemon's
 
     def reopen_logs(self) -> int:
@@ -91,6 +102,11 @@ class Rpc:
         """Targets (name, id, namespace, script path, /regex/, `all`) -> instances; one
         that matches nothing is an error ("no process found"), `all` on an empty list too
         unless empty_ok."""
+        for target in targets:
+            for key in ("name", "path"):
+                if len(str(target.get(key) or "")) > MAX_TARGET_CHARS:
+                    raise CorralError(f"a target of {len(str(target.get(key)))} characters: "
+                                      f"at most {MAX_TARGET_CHARS}")
         table = self.supervisor.instances
         entries = {pm_id: Entry(i.record.spec.name, i.record.spec.namespace,
                                 i.record.spec.exec_path) for pm_id, i in table.items()}
@@ -107,8 +123,10 @@ class Rpc:
     async def rpc_list(self, env: bool = False) -> list[dict[str, Any]]:
         return self.view(with_env=env)
 
-    async def rpc_start(self, apps: list[dict[str, Any]]) -> dict[str, Any]:
-        specs = [AppSpec.from_dict(a) for a in apps]
+    async def rpc_start(self, apps: list[dict[str, Any]], wait: bool = True
+                        ) -> dict[str, Any]:
+        specs = [spec_from_wire(a) for a in apps]
+        self._check_room(specs)
         for spec in specs:
             if spec.force:
                 continue
@@ -125,38 +143,90 @@ class Rpc:
                     f"{spec.script} is already managed as {rec.spec.name!r} (id {rec.pm_id}); "
                     f"use `corral restart {rec.spec.name}`, or -f to start it again"
                 )
-        started = []
-        for spec in specs:
-            started += self._add_instances(spec, spec.instances)
-        await self._settled(started)
-        return {"started": started, "list": self.view()}
+        started: list[int] = []
+        try:
+            for spec in specs:
+                started += self._add_instances(spec, spec.instances)
+        except CorralError:  # one app of several could not start: none is started
+            table = self.supervisor.instances
+            await asyncio.gather(*(self.supervisor.delete(table[i]) for i in started
+                                   if i in table), return_exceptions=True)
+            raise
+        failed = await self._outcome(started, self._marks(started), wait)
+        return {"started": started, "failed": failed, "list": self.view()}
+
+    def _check_room(self, specs: list[AppSpec], count: int | None = None) -> None:
+        """Refuse a start that would exhaust the daemon's file descriptors (daemon/limits.py):
+        a clear error now rather than apps that cannot be watched, logged or stopped."""
+        from corral.daemon import limits
+
+        needed = sum(limits.cost(s, s.instances if count is None else count,
+                                 s.name in self.supervisor.clusters) for s in specs)
+        problem = limits.room_problem(needed)
+        if problem is not None:
+            names = ", ".join(sorted({s.name for s in specs}))
+            raise CorralError(f"cannot start {names}: {problem}")
 
     async def _settled(self, ids: list[int]) -> None:
         table = self.supervisor.instances
         await self.supervisor.settled([table[i] for i in ids if i in table])
 
+    def _marks(self, ids: list[int]) -> dict[int, Any]:
+        """Where the instances stand before an operation (daemon/outcome.py)."""
+        from corral.daemon import outcome
+
+        table = self.supervisor.instances
+        return outcome.mark([table[i] for i in ids if i in table])
+
+    async def _outcome(self, ids: list[int], marks: dict[int, Any], wait: bool
+                       ) -> list[dict[str, Any]]:
+        """Wait for the instances just launched (cluster: until they listen; fork: their
+        first moments), then say which failed and why (daemon/outcome.py). wait=False
+        (`--no-wait`): return at once."""
+        from corral.daemon import outcome
+
+        if not wait:
+            return []
+        table = self.supervisor.instances
+        instances = [table[i] for i in ids if i in table]
+        await self.supervisor.settled(instances)
+        await outcome.wait(instances)
+        return outcome.failures(instances, marks, list(table.values()))
+
     def _add_instances(self, spec: AppSpec, count: int) -> list[int]:
         """Register `count` new instances of spec and launch them (unless autostart is off)."""
-        ids = []
+        added: list[Instance] = []
+        next_id = self.supervisor.next_id
         for _ in range(count):
             try:
-                inst = self.supervisor.add(spec, self.supervisor.lowest_free_index(spec.name))
+                added.append(self.supervisor.add(
+                    spec, self.supervisor.lowest_free_index(spec.name)))
             except OSError as exc:
+                for inst in added:  # all or nothing, and the ids are not used up
+                    self.supervisor.forget(inst)
+                self.supervisor.next_id = next_id
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    raise CorralError(f"cannot start {spec.name}: the daemon is out of file "
+                                      f"descriptors ({exc.strerror})") from None
                 raise CorralError(
                     f"cannot open the log files of {spec.name}: {exc.filename}: "
                     f"{exc.strerror}; fix the folder's permissions or choose other files "
                     "(-o/-e, or out_file/error_file in an ecosystem file)") from None
-            if spec.autostart:
+        if spec.autostart:
+            for inst in added:
                 self.supervisor.launch(inst)
-            ids.append(inst.record.pm_id)
-        return ids
+        return [inst.record.pm_id for inst in added]
 
-    async def rpc_apply(self, apps: list[dict[str, Any]], mode: str, parallel: int = 1
-                        ) -> dict[str, Any]:
+    async def rpc_apply(self, apps: list[dict[str, Any]], mode: str, parallel: int = 1,
+                        wait: bool = True) -> dict[str, Any]:
         """Apps of an ecosystem file: start those not registered; for those that are,
         take the file's settings and restart them (mode restart), reload them one by
         one (mode reload) or start them if they are not running (mode start)."""
-        specs = [AppSpec.from_dict(a) for a in apps]
+        if mode not in ("start", "restart", "reload"):
+            raise CorralError(f"bad request: apply: mode {quote(mode)}: expected start, "
+                              "restart or reload")
+        specs = [spec_from_wire(a) for a in apps]
+        self._check_room(specs)
         if mode == "reload":
             to_reload: list[Instance] = []
             new_specs: dict[int, AppSpec] = {}
@@ -190,11 +260,12 @@ class Rpc:
                 restarted.append(inst.record.pm_id)
             if spec.instances > len(existing):
                 started += self._add_instances(spec, spec.instances - len(existing))
+        marks = self._marks(started + restarted)
         await asyncio.gather(*jobs)
-        await self._settled(started + restarted)
+        failed = await self._outcome(started + restarted, marks, wait)
         self.schedule_save()
         return {"started": started, "restarted": restarted, "untouched": untouched,
-                "list": self.view()}
+                "failed": failed, "list": self.view()}
 
     async def _each(self, targets: list[dict[str, Any]], action: str) -> dict[str, Any]:
         instances = self.resolve(targets)
@@ -221,6 +292,7 @@ class Rpc:
         """Rolling reload: `parallel` instances at a time (1 by default, PM2 does 2). With
         env (--update-env), the shell part of the apps' environment is replaced first;
         update and toggle_watch as for rpc_restart."""
+        _check_shell_env(env)
         instances = self.resolve(targets)
         if toggle_watch:
             self._toggle_watch(instances)
@@ -269,15 +341,22 @@ class Rpc:
         """PM2's scale: N, +N or -N instances; new ones copy the first, lowest index reused."""
         instances = self.supervisor.instances_of(name)
         if not instances:
-            raise CorralError(f"unknown app {name!r}; `corral list` shows what exists")
+            raise CorralError(f"unknown app {quote(name)}; `corral list` shows what exists")
         text = str(count).strip()
         try:
-            number = int(text)
+            number = int(text) if len(text) <= 12 else None
         except ValueError:
-            raise CorralError(f"scale {name} {text!r}: give a number, +N or -N") from None
+            number = None
+        if number is None:
+            raise CorralError(f"scale {name} {quote(text)}: give a number, +N or -N")
         target = len(instances) + number if text[:1] in "+-" else number
         if target < 0:
             raise CorralError(f"scale {name} {text}: {name} has {len(instances)} instances")
+        if target > MAX_INSTANCES:
+            raise CorralError(f"scale {name} {text}: {target} instances; at most "
+                              f"{MAX_INSTANCES} per app")
+        if target > len(instances):
+            self._check_room([instances[0].record.spec], target - len(instances))
         added: list[int] = []
         removed: list[int] = []
         if target > len(instances):
@@ -300,11 +379,13 @@ class Rpc:
     async def rpc_restart(self, targets: list[dict[str, Any]],
                           env: dict[str, str] | None = None,
                           toggle_watch: bool = False,
-                          update: dict[str, Any] | None = None) -> dict[str, Any]:
+                          update: dict[str, Any] | None = None,
+                          wait: bool = True) -> dict[str, Any]:
         """Restart. With env (--update-env), the shell part of each app's environment is
         replaced by it: variables that are gone are removed, the config's own stay. With
         update, the options given to `restart` are applied first (PM2's attribute update);
         toggle_watch is PM2's `restart --watch`: on if it was off, off if it was on."""
+        _check_shell_env(env)
         instances = self.resolve(targets)
         if toggle_watch:
             self._toggle_watch(instances)
@@ -314,13 +395,14 @@ class Rpc:
                 spec.env = {**env, **spec.env_overrides}
         notes = self._update(instances, update) if update else []
         self.schedule_save()
+        ids = [i.record.pm_id for i in instances]
+        marks = self._marks(ids)
         await asyncio.gather(*(self.supervisor.restart(i) for i in instances))
         if toggle_watch:
             for inst in instances:
                 self.supervisor.triggers.watch(inst)
-        ids = [i.record.pm_id for i in instances]
-        await self._settled(ids)
-        return {"ids": ids, "notes": notes, "list": self.view()}
+        failed = await self._outcome(ids, marks, wait)
+        return {"ids": ids, "notes": notes, "failed": failed, "list": self.view()}
 
     def _toggle_watch(self, instances: list[Instance]) -> None:
         for name in {i.record.spec.name for i in instances}:
@@ -339,8 +421,11 @@ class Rpc:
         node runs; for the others a note is returned."""
         unknown = set(update) - UPDATABLE
         if unknown:
-            raise CorralError(f"{', '.join(sorted(unknown))}: not something a restart can "
-                              "change; delete the app and start it again")
+            raise CorralError(f"{quote(', '.join(sorted(unknown)))}: not something a restart "
+                              "can change; delete the app and start it again")
+        problem = update_problem(update)
+        if problem is not None:
+            raise CorralError(problem)
         names = sorted({i.record.spec.name for i in instances})
         renamed: dict[str, str] = {}
         new_name = update.get("name")
@@ -483,7 +568,23 @@ class Rpc:
         return {"path": path, "apps": [a["spec"]["name"] for a in data["apps"]]}
 
     async def rpc_kill(self) -> dict[str, Any]:
+        """Every app, then the daemon (handle() ends it even when the client has gone).
+        A delete that fails still leaves nothing running: what survives gets SIGKILL."""
         instances = list(self.supervisor.instances.values())
-        await asyncio.gather(*(self.supervisor.delete(i) for i in instances))
+        results = await asyncio.gather(*(self.supervisor.delete(i) for i in instances),
+                                       return_exceptions=True)
+        for inst, result in zip(instances, results):
+            if isinstance(result, BaseException):
+                log.error("%s (id %d): delete failed (%s); SIGKILL", inst.record.spec.name,
+                          inst.record.pm_id, quote(result))
+                self.supervisor.kill_now(inst)
         self.save()
         return {"stopped": len(instances)}
+
+
+def _check_shell_env(env: dict[str, str] | None) -> None:
+    if env is not None:
+        try:
+            check_env(env)
+        except BadValue as exc:
+            raise CorralError(f"--update-env: {exc}") from None

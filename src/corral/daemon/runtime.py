@@ -120,10 +120,11 @@ class Sink:
 
     MAX_PENDING = 16 * 1024 * 1024
 
-    def __init__(self, fd: int, name: str) -> None:
+    def __init__(self, fd: int, name: str, note: Callable[[str], bytes]) -> None:
         self.fd = fd
+        self.note = note  # corral's own line, in the runtime's format
         self.cond = threading.Condition()
-        self.chunks: list[bytes] = []
+        self.chunks: list[bytes] = []  # what waits; the dropped count follows what was kept
         self.pending = 0
         self.dropped = 0
         self.closed = False
@@ -151,8 +152,8 @@ class Sink:
                 if not chunks and self.closed:
                     return
             if dropped:
-                chunks.insert(0, f"corral-runtime: {dropped} line(s) dropped: this stream "
-                                 "was read too slowly\n".encode())
+                chunks.append(self.note(f"{dropped} line(s) dropped: this stream was "
+                                           "read too slowly"))
             self._write_all(b"".join(chunks))
 
     def _write_all(self, data: bytes) -> None:
@@ -228,7 +229,11 @@ class Spawned:
     """Every process this one spawns through subprocess.Popen (the supervisor's apps,
     asyncio's subprocesses for health checks, `corral start`): their exit status
     belongs to whoever waits for them (a pidfd and Popen.wait(), asyncio's child
-    watcher). Any other child is an orphan reparented to us, which we reap."""
+    watcher). Any other child is an orphan reparented to us, which we reap.
+
+    The children are listed from /proc and each other one is waited for with WNOHANG:
+    a peek with waitid(P_ALL, WNOHANG | WNOWAIT) sees one exited child at a time, and a
+    child of ours whose owner has not waited for it yet would hide the orphans behind it."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -459,7 +464,10 @@ class Runtime(Daemon):
         """What `corral start` prints (warnings, errors, the table) is corral's own output:
         on the runtime's stderr, so that stdout carries the apps' lines only."""
         while True:
-            line = await stream.readline()
+            try:
+                line = await stream.readline()
+            except ValueError:  # a line longer than the reader's limit: as it comes
+                line = await stream.read(1 << 16)
             if not line:
                 return
             self.err.write(self.echo.own(line.decode("utf-8", "replace").rstrip("\r\n")))
@@ -507,9 +515,10 @@ class Runtime(Daemon):
         if self.finishing:
             return
         self.finishing = self.stopping = True
-        if self.exit_check is not None:
-            self.exit_check.cancel()
-            self.exit_check = None
+        for timer in (self.exit_check, self.sweeper):
+            if timer is not None:
+                timer.cancel()
+        self.exit_check = None
         if self.starter is not None and self.starter.returncode is None:
             self.starter.terminate()
             await self.starter.wait()
@@ -573,7 +582,8 @@ class Runtime(Daemon):
 
     def _sweep(self) -> None:
         self._reap()
-        self.sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
+        if not self.finishing:
+            self.sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
 
 
 # ---- the command ------------------------------------------------------------------
@@ -602,8 +612,8 @@ def main(argv: list[str] | None = None) -> int:
         print(parsed, file=sys.stderr if failed else sys.stdout)
         return 2 if failed else 0
     echo = Echo(parsed.output)
-    out = Sink(sys.stdout.fileno(), "stdout")
-    err = Sink(sys.stderr.fileno(), "stderr")
+    out = Sink(sys.stdout.fileno(), "stdout", echo.own)
+    err = Sink(sys.stderr.fileno(), "stderr", echo.own)
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for handler in list(root.handlers):

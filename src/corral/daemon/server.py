@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
-import sys
 import time
 import traceback
 from typing import Any
@@ -25,17 +23,24 @@ from corral.daemon.follow import Follower, FollowHandler, Following
 from corral.daemon.handover import Handover
 from corral.daemon.metrics import TreeMetrics
 from corral.daemon.peer import peer_uid
+from corral.daemon.requests import MAX_CONNECTIONS, Closed, check_call, read_request
 from corral.daemon.rpc import Rpc
 from corral.daemon.supervisor import Instance, Supervisor
 from corral.daemon.web.events import Events
 from corral.model.errors import CorralError
 from corral.model.states import ONLINE, RUNNING, WAITING
+from corral.model.validate import check_params, quote
 from corral.model.version import __version__
-from corral.model.wire import HEADER, MAX_FRAME, encode, error_frame
+from corral.model.wire import encode, error_frame
 from corral.store.home import Home, home_from_env
 from corral.store.state import read_state, write_state
 
 log = logging.getLogger("corral.daemon")
+
+SAVE_RETRY_S = 5.0  # a list that could not be written is tried again this much later
+NOT_PERSISTED = frozenset({"update", "kill"})  # they write the list themselves
+FOLLOW_PARAMS: dict[str, Any] = {"targets": list[dict[str, Any]] | None,
+                                 "types": list[str] | None}
 
 
 
@@ -47,6 +52,9 @@ class Daemon(Rpc, Handover, Door, Following):
         self.home = home
         self.metrics = TreeMetrics()
         self.save_scheduled = False
+        self.save_retry = False
+        self.changes = 0  # schedule_save() calls: a request that made some persists them
+        self.connections = 0  # open control connections (at most MAX_CONNECTIONS)
         self.shutdown = asyncio.Event()
         self.server: asyncio.AbstractServer | None = None
         self.updating = False  # `corral update`: exit once the reply is sent
@@ -62,12 +70,16 @@ class Daemon(Rpc, Handover, Door, Following):
     # ---- persistence -------------------------------------------------------
 
     def schedule_save(self) -> None:
-        """Persist the table once the current loop iteration is done (coalesces bursts)."""
+        """Persist the table once the current loop iteration is done (coalesces bursts).
+        A request that changed something persists before its reply (dispatch())."""
+        self.changes += 1
         if not self.save_scheduled:
             self.save_scheduled = True
             asyncio.get_running_loop().call_soon(self.save)
 
-    def save(self, records: list[dict[str, Any]] | None = None) -> None:
+    def save(self, records: list[dict[str, Any]] | None = None) -> str | None:
+        """Write state.json now; None, or why it could not be written (logged, and tried
+        again SAVE_RETRY_S later)."""
         self.save_scheduled = False
         if records is None:
             records = [i.record.to_dict() for i in self.supervisor.instances.values()]
@@ -75,14 +87,24 @@ class Daemon(Rpc, Handover, Door, Following):
             write_state(self.home, records, self.supervisor.next_id,
                         self.metrics_server.settings,
                         self.web_server.settings if self.web_server is not None else None)
-        except OSError as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             log.error("cannot persist the process list to %s: %s", self.home.state_file, exc)
+            if not self.save_retry:
+                self.save_retry = True
+                asyncio.get_running_loop().call_later(SAVE_RETRY_S, self._retry_save)
+            return getattr(exc, "strerror", None) or str(exc)
+        return None
+
+    def _retry_save(self) -> None:
+        self.save_retry = False
+        self.schedule_save()
 
     # ---- life --------------------------------------------------------------
 
     async def run(self, ready_fd: int | None) -> None:
         loop = asyncio.get_running_loop()
         self.supervisor = self.make_supervisor()
+        self.supervisor.persist = self.save
         self.supervisor.on_event = self.events.on_event
         logging.getLogger().addHandler(FollowHandler(self))
         state = read_state(self.home)
@@ -92,6 +114,7 @@ class Daemon(Rpc, Handover, Door, Following):
         # listeners back through it, before a restarted sibling tries to bind
         self._open_cluster_door(loop)
         to_start = self.supervisor.restore(state.records, state.next_id)
+        self.supervisor.stop_strays(state.strays)
         loop.create_task(self._start_restored(to_start))
         try:
             os.unlink(self.home.socket)
@@ -200,66 +223,126 @@ class Daemon(Rpc, Handover, Door, Following):
         if uid != os.getuid():
             log.warning("refused a connection from uid %d (the daemon belongs to uid %d)",
                         uid, os.getuid())
-            writer.write(encode(error_frame(
-                0, f"refused: this corral daemon belongs to uid {os.getuid()}, you are uid "
-                   f"{uid}; use your own CORRAL_HOME")))
-            await writer.drain()
-            # let the peer send its request and read the answer before the socket closes
             try:
+                writer.write(encode(error_frame(
+                    0, f"refused: this corral daemon belongs to uid {os.getuid()}, you are "
+                       f"uid {uid}; use your own CORRAL_HOME")))
+                await writer.drain()
+                # let the peer send its request and read the answer before the socket closes
                 await asyncio.wait_for(reader.read(65536), 1.0)
             except (asyncio.TimeoutError, ConnectionError):
                 pass
             writer.close()
             return
+        self.connections += 1
         try:
-            while True:
-                try:
-                    header = await reader.readexactly(HEADER.size)
-                except asyncio.IncompleteReadError:
-                    return
-                (size,) = HEADER.unpack(header)
-                if size > MAX_FRAME:
-                    return
-                request = json.loads(await reader.readexactly(size))
-                if request.get("method") == "follow":
-                    await self.stream_logs(request, reader, writer)
-                    return
-                response = await self.dispatch(request)
-                writer.write(encode(response))
+            if self.connections > MAX_CONNECTIONS:
+                log.warning("refused a connection: %d are open already (at most %d)",
+                            self.connections - 1, MAX_CONNECTIONS)
+                writer.write(encode(error_frame(
+                    0, f"the daemon has {MAX_CONNECTIONS} connections open already (the "
+                       "limit); try again once some have closed")))
                 await writer.drain()
-                if request.get("method") == "kill":
-                    self.shutdown.set()
-                    return
-                if request.get("method") == "update" and self.updating:
-                    self._exit_for_update()
-        except (ConnectionError, asyncio.IncompleteReadError):
+                return
+            await self._serve(reader, writer)
+        except ConnectionError:
             return
         finally:
+            self.connections -= 1
             writer.close()
 
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Requests and replies, one at a time, until the peer leaves or misbehaves."""
+        while True:
+            try:
+                request, problem = await read_request(reader)
+            except Closed as closed:
+                if closed.reply is not None:
+                    log.warning("closed a control connection: %s", closed.reply)
+                    writer.write(encode(error_frame(0, closed.reply)))
+                    await writer.drain()
+                return
+            method = request.get("method")
+            if problem:
+                response = error_frame(request.get("id", 0), problem)
+            elif method == "follow":
+                try:
+                    check_params("follow", FOLLOW_PARAMS, request.get("params", {}))
+                except CorralError as exc:
+                    response = error_frame(request.get("id", 0), exc.message)
+                else:
+                    await self.stream_logs(request, reader, writer)
+                    return
+            else:
+                try:
+                    response = await self.dispatch(request)
+                finally:
+                    if method == "kill":  # whatever happens to the client (issue 12.13)
+                        self.shutdown.set()
+            writer.write(encode(response))
+            await writer.drain()
+            if method == "kill":
+                return
+            if method == "update" and self.updating:
+                self._exit_for_update()
+
     async def dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Answer one request. A request that changed the list answers only once the change
+        is on disk; one that cannot be persisted is an error, and what a start started is
+        stopped (docs/daemon.md, "Persistence")."""
         rid = request.get("id", 0)
-        method = getattr(self, f"rpc_{request.get('method')}", None)
-        if method is None:
-            return error_frame(rid, f"unknown method {request.get('method')!r}")
+        name = request.get("method")
+        if not isinstance(name, str) or not name.isidentifier() \
+                or getattr(self, f"rpc_{name}", None) is None:
+            return error_frame(rid, f"unknown method {quote(name)}")
+        method = getattr(self, f"rpc_{name}")
+        params = request.get("params") or {}
+        changes = self.changes
+        ids = set(self.supervisor.instances)
+        next_id = self.supervisor.next_id
         try:
-            result = await method(**request.get("params", {}))
+            check_call(name, method, params)
+            response = {"id": rid, "result": await method(**params)}
         except CorralError as exc:
-            return error_frame(rid, exc.message, exc.code)
+            response = error_frame(rid, exc.message, exc.code)
         except Exception as exc:  # noqa: BLE001 - the daemon must survive any request
-            log.error("request %s failed:\n%s", request.get("method"), traceback.format_exc())
-            return error_frame(rid, f"internal error: {exc!r} (see {self.home.daemon_log})", 2)
-        return {"id": rid, "result": result}
+            log.error("request %s failed:\n%s", name, traceback.format_exc())
+            response = error_frame(rid, f"internal error: {quote(exc)} (see "
+                                        f"{self.home.daemon_log})", 2)
+        if self.changes != changes and name not in NOT_PERSISTED:
+            failure = self.save()
+            if failure is not None:
+                return await self._not_persisted(rid, name, failure, ids, next_id)
+        return response
+
+    async def _not_persisted(self, rid: Any, name: str, failure: str, ids: set[int],
+                             next_id: int) -> dict[str, Any]:
+        """The change of a request could not be written: what it started is stopped and
+        forgotten (a crash would leave it running untracked), the rest is reported."""
+        added = [i for pm_id, i in self.supervisor.instances.items() if pm_id not in ids]
+        where = f"cannot record the change in {self.home.state_file}: {failure}"
+        if not added:
+            return error_frame(rid, f"{where}; `{name}` was done, but a crash of the daemon "
+                                    "now would undo it (free some space, then run it again)")
+        await asyncio.gather(*(self.supervisor.delete(i) for i in added),
+                             return_exceptions=True)
+        if not set(self.supervisor.instances) - ids:
+            self.supervisor.next_id = min(self.supervisor.next_id, next_id) \
+                if self.supervisor.instances else 0
+        self.save()
+        names = ", ".join(sorted({i.record.spec.name for i in added}))
+        return error_frame(rid, f"{where}; nothing was started: {names} stopped again (free "
+                                "some space, or fix the folder, then start again)")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="corral-daemon")
     parser.add_argument("--ready-fd", type=int)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     home = home_from_env()
+    from corral.daemon.daemonlog import setup_logging
+
+    setup_logging(home)  # corral.log: rotated, repeated lines held back
     import fcntl
 
     def fail(message: str) -> int:
@@ -283,8 +366,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for path in (home.pid_file, home.pm2_pid_file):
         pid_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        os.write(pid_fd, str(os.getpid()).encode())
+        try:
+            os.write(pid_fd, str(os.getpid()).encode())
+        except OSError as exc:  # a full disk: the daemon runs all the same
+            log.error("cannot write %s: %s", path, exc.strerror)
         os.close(pid_fd)
+    from corral.daemon.limits import raise_fd_limit
+
+    soft, _hard = raise_fd_limit()
+    log.info("file descriptor limit: %d", soft)
     os.chdir("/")
     try:
         asyncio.run(Daemon(home).run(args.ready_fd))

@@ -28,6 +28,7 @@ from corral.cluster.node import NodeChannel, channel_pair, node_env, without_nod
 from corral.cluster.primary import Worker
 from corral.daemon import metrics
 from corral.daemon.clustermode import ClusterApp, import_path, worker_argv
+from corral.daemon.limits import restore_child_limit
 from corral.daemon.logcapture import (
     LineFormat,
     LogFile,
@@ -40,6 +41,8 @@ from corral.daemon.process import (
     Proc,
     SpawnError,
     alive_in,
+    descendants_or_none,
+    kill_group,
     signal_tree,
     wait_tree,
     watch_exit,
@@ -47,6 +50,7 @@ from corral.daemon.process import (
 from corral.daemon.triggers import Triggers
 from corral.model import states
 from corral.model.apps import is_node_app
+from corral.model.errors import CorralError
 from corral.model.names import default_policy
 from corral.model.restart import after_exit
 from corral.model.spec import (
@@ -81,6 +85,11 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^a-zA-Z0-9._-]", "-", name)
 
 
+def _process_entry(proc: Proc) -> dict[str, Any]:
+    """One of InstanceRecord.others."""
+    return {"pid": proc.pid, "create_time": proc.create_time}
+
+
 def _address_text(info: dict[str, Any]) -> str:
     if info.get("family") == "unix":
         return f"unix:{info.get('address')} ({info.get('policy')})"
@@ -102,6 +111,12 @@ class Instance:
         self.out: StreamCapture | None = None
         self.err: StreamCapture | None = None
         self.files: list[LogFile] = []
+        # deleted: an operation that waited for the lock meanwhile has nothing left to do
+        self.forgotten = False
+        # what a start learns of its outcome (daemon/outcome.py): exits nobody asked for,
+        # and the length of the last such run
+        self.crashes = 0
+        self.last_run_ms = 0
 
     @property
     def alive(self) -> bool:
@@ -118,6 +133,8 @@ class Supervisor:
                  following: Callable[[], bool] = lambda: False) -> None:
         self.home = home
         self.on_change = on_change
+        # write the list now, before the next await (the daemon sets its save())
+        self.persist: Callable[[], object] = on_change
         self.publish = publish
         self.following = following
         self.log_files = LogFiles()
@@ -210,9 +227,9 @@ class Supervisor:
         return out, err, combined
 
     def add(self, spec: AppSpec, index: int) -> Instance:
-        """Register a new instance (not started) with the next pm_id."""
+        """Register a new instance (not started) with the next pm_id (used up only when
+        the instance is registered: OSError if its log files cannot be opened)."""
         pm_id = self.next_id
-        self.next_id += 1
         out, err, combined = self.log_paths(spec, pm_id)
         record = InstanceRecord(
             pm_id=pm_id,
@@ -226,6 +243,7 @@ class Supervisor:
         )
         inst = Instance(record)
         self._open_captures(inst)
+        self.next_id = pm_id + 1
         self.instances[pm_id] = inst
         self.triggers.watch(inst)
         self.on_change()
@@ -331,11 +349,15 @@ class Supervisor:
             raise
         combined = acquired[2:]
         inst.files = acquired
-        for stream, file in (("out", out), ("err", err)):
-            capture = StreamCapture(self.loop, self._fifo(rec.pm_id, stream), stream,
-                                    [file, *combined], fmt, rec.pm_id, spec.name,
-                                    self.publish, self.following)
-            setattr(inst, stream, capture)
+        try:
+            for stream, file in (("out", out), ("err", err)):
+                capture = StreamCapture(self.loop, self._fifo(rec.pm_id, stream), stream,
+                                        [file, *combined], fmt, rec.pm_id, spec.name,
+                                        self.publish, self.following)
+                setattr(inst, stream, capture)
+        except BaseException:
+            self._close_captures(inst)  # nothing stays open for an instance never added
+            raise
 
     def _close_captures(self, inst: Instance) -> None:
         for capture in (inst.out, inst.err):
@@ -351,13 +373,9 @@ class Supervisor:
     def child_env(self, rec: InstanceRecord) -> dict[str, str]:
         spec = rec.spec
         env = without_node_env(spec.env)  # a channel is ours to give, never inherited
-        env[spec.instance_var] = str(rec.instance_index)
+        env.update(rec.instance_values())  # instance_var, increment_var
         if is_node_app(spec):
             env[NODE_INSTANCE_VAR] = str(rec.instance_index)  # PM2's instance_var
-        if spec.increment_var:
-            base = env.get(spec.increment_var, "")
-            if base.lstrip("-").isdigit():
-                env[spec.increment_var] = str(int(base) + rec.instance_index)
         env["CORRAL_PM_ID"] = str(rec.pm_id)
         env["CORRAL_APP_NAME"] = spec.name
         env["CORRAL_HOME"] = self.home.root
@@ -384,24 +402,31 @@ class Supervisor:
         parent_end: socket.socket | None = None
         child_end: socket.socket | None = None
         argv = spec.argv()
-        if spec.exec_mode == "cluster":
-            cluster = self.cluster_of(spec)
-            if node:  # an unmodified node app: the daemon is its cluster primary
-                worker_id, parent_end, child_end = cluster.prepare_node(env)
-            else:
-                worker_id, parent_end, child_end = cluster.prepare(env)
-                argv = worker_argv(spec, sys.executable)
-                shim = import_path(self.home.root)
-                env[ENV_DOOR] = self.home.cluster_socket
-                env["PYTHONPATH"] = os.pathsep.join(
-                    p for p in (shim, env.get("PYTHONPATH")) if p)
-        elif node:  # Node's IPC channel: process.send('ready'), process.on('message')
-            parent_end, child_end = channel_pair()
-            env.update(node_env(child_end.fileno()))
-        pass_fds = (child_end.fileno(),) if child_end is not None else ()
-        out_fd = open_child_end(self._fifo(rec.pm_id, "out"))
-        err_fd = open_child_end(self._fifo(rec.pm_id, "err"))
         try:
+            if spec.exec_mode == "cluster":
+                cluster = self.cluster_of(spec)
+                if node:  # an unmodified node app: the daemon is its cluster primary
+                    worker_id, parent_end, child_end = cluster.prepare_node(env)
+                else:
+                    worker_id, parent_end, child_end = cluster.prepare(env)
+                    argv = worker_argv(spec, sys.executable)
+                    shim = import_path(self.home.root)
+                    env[ENV_DOOR] = self.home.cluster_socket
+                    env["PYTHONPATH"] = os.pathsep.join(
+                        p for p in (shim, env.get("PYTHONPATH")) if p)
+            elif node:  # Node's IPC channel: process.send('ready'), process.on('message')
+                parent_end, child_end = channel_pair()
+                env.update(node_env(child_end.fileno()))
+        except OSError as exc:
+            for end in (parent_end, child_end):
+                if end is not None:
+                    end.close()
+            raise SpawnError(f"cannot prepare {argv[0]}: {exc.strerror or exc}") from None
+        pass_fds = (child_end.fileno(),) if child_end is not None else ()
+        out_fd = err_fd = -1
+        try:
+            out_fd = open_child_end(self._fifo(rec.pm_id, "out"))
+            err_fd = open_child_end(self._fifo(rec.pm_id, "err"))
             popen = subprocess.Popen(
                 argv,
                 cwd=spec.cwd or None,
@@ -415,31 +440,56 @@ class Supervisor:
             )
         except (OSError, ValueError) as exc:
             reason = f"cannot start {argv[0]}: {getattr(exc, 'strerror', None) or exc}"
-            os.write(err_fd, f"corral: {reason}\n".encode())
+            if err_fd >= 0:
+                try:
+                    os.write(err_fd, f"corral: {reason}\n".encode())
+                except OSError:
+                    pass
             if parent_end is not None:
                 parent_end.close()
             raise SpawnError(reason) from None
         finally:
-            os.close(out_fd)
-            os.close(err_fd)
+            for fd in (out_fd, err_fd):
+                if fd >= 0:
+                    os.close(fd)
             if child_end is not None:
                 child_end.close()
-        proc = Proc(popen.pid, popen, metrics.create_time(popen.pid))
-        if cluster is not None:
-            assert parent_end is not None
-            proc.worker = cluster.attach(worker_id, parent_end, popen,
-                                         protocol="node" if node else "python")
-        elif parent_end is not None:
-            proc.channel = NodeChannel(parent_end)
-            proc.channel.attach_to_loop(
-                self.loop, lambda message, fds: self._on_app_message(inst, proc, message, fds))
-        watch_exit(self.loop, proc, lambda: self._reaped(inst, proc))
+        proc = Proc(popen.pid, popen)
+        try:
+            proc.create_time = metrics.create_time(popen.pid)
+            restore_child_limit(popen.pid)
+            if cluster is not None:
+                assert parent_end is not None
+                proc.worker = cluster.attach(worker_id, parent_end, popen,
+                                             protocol="node" if node else "python")
+                parent_end = None
+            elif parent_end is not None:
+                proc.channel = NodeChannel(parent_end)
+                parent_end = None
+                proc.channel.attach_to_loop(
+                    self.loop,
+                    lambda message, fds: self._on_app_message(inst, proc, message, fds))
+            watch_exit(self.loop, proc, lambda: self._reaped(inst, proc))
+        except Exception as exc:  # noqa: BLE001 - it runs but cannot be watched: never untracked
+            log.error("%s (id %d): pid %d cannot be watched (%s); SIGKILL", spec.name,
+                      rec.pm_id, popen.pid, exc)
+            kill_group(popen.pid)
+            popen.wait()
+            if parent_end is not None:
+                parent_end.close()
+            if proc.channel is not None:
+                proc.channel.close()
+            if proc.worker is not None and cluster is not None:
+                cluster.exited(proc.worker, -signal.SIGKILL)
+            raise SpawnError(f"cannot watch {argv[0]}: {exc}") from None
         return proc
 
     def launch(self, inst: Instance) -> None:
         """Start the instance's process now."""
         rec = inst.record
         self._cancel_timer(inst)
+        if inst.forgotten:
+            return
         self.transition(inst, LAUNCHING)
         try:
             proc = self.spawn(inst)
@@ -531,6 +581,8 @@ class Supervisor:
         self.on_change()
         if rec.status == STOPPING:
             return  # stop() finishes the transition
+        inst.crashes += 1
+        inst.last_run_ms = now_ms() - rec.pm_uptime
         self._after_exit(inst, code)
 
     def _cluster_event(self, event: str, worker: Worker, *args: Any) -> None:
@@ -609,16 +661,22 @@ class Supervisor:
         rec = inst.record
         self._cancel_timer(inst)
         if not inst.alive:
-            if rec.status in (WAITING, ERRORED, LAUNCHING, ONLINE):
+            if rec.status in (WAITING, ERRORED, LAUNCHING, ONLINE, STOPPING):
                 self.transition(inst, STOPPED, reason)
             return
-        if rec.status == STOPPING:
-            await inst.wait_exit()
-            return
-        self.transition(inst, STOPPING, reason)
+        if rec.status != STOPPING:  # STOPPING: a stop that failed half-way, taken up again
+            self.transition(inst, STOPPING, reason)
         proc = inst.proc
         assert proc is not None
-        if await self.terminate(inst, proc):
+        try:
+            gone = await self.terminate(inst, proc)
+        except Exception as exc:  # noqa: BLE001 - a stop always ends (issue 12.6)
+            log.error("%s (id %d): the stop failed (%s); SIGKILL to pid %d", rec.spec.name,
+                      rec.pm_id, exc, proc.pid)
+            kill_group(proc.pid)
+            gone = await _first(self.loop, max(rec.spec.kill_timeout_ms / 1000, 1.0),
+                                proc.exited.wait())
+        if gone or not proc.alive:
             self.transition(inst, STOPPED, reason)
         else:
             self.transition(inst, ERRORED,
@@ -630,18 +688,26 @@ class Supervisor:
         spec = inst.record.spec
         pid = proc.pid
         timeout = spec.kill_timeout_ms / 1000
-        tree = metrics.descendants(pid)
+        tree = descendants_or_none(pid)
+        kill_signal = signal.Signals.__members__.get(spec.kill_signal, signal.SIGTERM)
         worker = proc.worker
-        if worker is not None and worker.protocol == "node" and worker.connected:
-            # Node's own graceful leave: the worker closes its servers (idle keep-alive
-            # connections too) and its channel once what it serves is done; then the kill
-            # signal, so the app's own SIGINT handler still runs
+        if (worker is not None and worker.protocol == "node" and worker.connected
+                and not spec.shutdown_with_message):
+            # Node's own graceful leave: the worker closes its servers and its channel once
+            # what it serves is done; then the kill signal, so the app's own SIGINT handler
+            # still runs. (Node's server.close() also drops idle keep-alive connections,
+            # failing a request a client was just sending on one: an app that wants none
+            # failed takes 'shutdown' instead, docs/cluster-mode.md.)
             worker.disconnect()
             await _first(self.loop, timeout, proc.disconnected.wait(), proc.exited.wait())
         elif worker is not None and spec.name in self.clusters:
             # no new connections for a worker that is leaving; it finishes what it has
             cluster = self.clusters[spec.name]
-            await self.loop.run_in_executor(None, cluster.primary.quiet, worker)
+            try:
+                await self.loop.run_in_executor(None, cluster.primary.quiet, worker)
+            except Exception as exc:  # noqa: BLE001 - not quiet, stopped all the same
+                log.warning("%s (id %d): cannot quiet pid %d (%s)", spec.name,
+                            inst.record.pm_id, pid, exc)
             # a connection the app accepted just before its listener went quiet may not be
             # handed to its request thread yet; a signal in that gap would drop it
             await asyncio.sleep(QUIET_SETTLE_S)
@@ -653,14 +719,14 @@ class Supervisor:
             try:
                 channel.send("shutdown")
             except Exception:  # noqa: BLE001 - a closed channel: fall back to the signal
-                signal_tree(pid, tree, signal.Signals[spec.kill_signal])
+                signal_tree(pid, tree, kill_signal)
         else:
-            signal_tree(pid, tree, signal.Signals[spec.kill_signal])
+            signal_tree(pid, tree, kill_signal)
         done = await wait_tree(self.loop, proc, tree, timeout)
         if not done:
             log.info("%s (id %d): pid %d still alive after %s ms, SIGKILL", spec.name,
                      inst.record.pm_id, pid, spec.kill_timeout_ms)
-            tree = alive_in(tree) + metrics.descendants(pid)
+            tree = alive_in(tree) + descendants_or_none(pid)
             signal_tree(pid, tree, signal.SIGKILL)
             await wait_tree(self.loop, proc, tree, timeout)
         return not proc.alive
@@ -673,7 +739,8 @@ class Supervisor:
         """A restart someone asked for (triggers go through reload(), with their cause)."""
         self.note(inst, "restart", cause="manual")
         async with inst.lock:
-            await self._restart_held(inst)
+            if not inst.forgotten:
+                await self._restart_held(inst)
 
     async def _restart_held(self, inst: Instance) -> None:
         """restart() with the instance's lock held. Counted in restart_time only when the
@@ -703,6 +770,8 @@ class Supervisor:
         serving with the settings it has."""
         async with inst.lock:
             rec = inst.record
+            if inst.forgotten:
+                return None
             previous = rec.spec
             if new_spec is not None:
                 rec.spec = new_spec
@@ -726,13 +795,22 @@ class Supervisor:
         except SpawnError as exc:
             return f"{spec.name} (id {rec.pm_id}): {exc}; the old worker keeps serving"
         inst.pending.append(new)
+        # on disk before anything else: a daemon that dies from here on leaves the new
+        # worker to the next one, which stops it (restore())
+        rec.others = [_process_entry(new)]
+        self.persist()
         signal_name = "corral.ready()" if spec.wait_ready else "listening"
         try:
             came = await _first(self.loop, spec.listen_timeout_ms / 1000,
                                 self._readiness(inst, new), new.exited.wait())
+        except BaseException:  # cancelled: the new worker does not outlive the reload
+            kill_group(new.pid)
+            rec.others = []
+            raise
         finally:
             inst.pending.remove(new)
         if not new.alive:
+            rec.others = []
             rc = new.returncode
             how = (f"killed by {signal.Signals(-rc).name}" if rc is not None and rc < 0
                    else f"exited with code {rc}")
@@ -751,16 +829,23 @@ class Supervisor:
         self._reset_counters(rec)
         rec.restart_time += 1
         rec.reason = None
-        self.on_change()
+        rec.others = [_process_entry(old)]  # the old one, until it has stopped
+        self.persist()
         log.info("%s (id %d): pid %d took over from pid %d", spec.name, rec.pm_id, new.pid,
                  old.pid)
-        await self.terminate(inst, old)
+        try:
+            await self.terminate(inst, old)
+        finally:
+            if old.alive:
+                kill_group(old.pid)
+            rec.others = []
+            self.on_change()
         return None
 
     async def start_stopped(self, inst: Instance) -> None:
         async with inst.lock:
             rec = inst.record
-            if inst.alive or rec.status == WAITING:
+            if inst.alive or rec.status == WAITING or inst.forgotten:
                 return
             rec.created_at = now_ms()
             rec.unstable_restarts = 0
@@ -769,15 +854,28 @@ class Supervisor:
 
     async def stop(self, inst: Instance) -> None:
         async with inst.lock:
-            await self._stop_held(inst)
+            if not inst.forgotten:
+                await self._stop_held(inst)
 
     async def delete(self, inst: Instance) -> None:
         async with inst.lock:
+            if inst.forgotten:
+                return
             await self._stop_held(inst, "delete requested")
+            if inst.alive:  # it survived SIGKILL: it stays listed (errored), never untracked
+                raise CorralError(f"{inst.record.spec.name} (id {inst.record.pm_id}): "
+                                  f"{inst.record.reason}; not deleted")
             self.forget(inst)
+
+    def kill_now(self, inst: Instance) -> None:
+        """SIGKILL to the instance's processes, now (a delete that failed, in `kill`)."""
+        for proc in (inst.proc, *inst.pending):
+            if proc is not None and proc.alive:
+                kill_group(proc.pid)
 
     def forget(self, inst: Instance) -> None:
         rec = inst.record
+        inst.forgotten = True
         self._remove_pid_file(rec)
         self._close_captures(inst)
         for stream in ("out", "err"):
@@ -808,33 +906,93 @@ class Supervisor:
         to_start: list[Instance] = []
         self.next_id = max([next_id] + [r.pm_id + 1 for r in records])
         for rec in records:
-            inst = Instance(rec)
+            if rec.pm_id in self.instances:
+                log.error("%s (id %d): a second entry with that id in the process list; "
+                          "skipped", rec.spec.name, rec.pm_id)
+                self.stop_strays([(rec.pid, rec.pid_create_time)])
+                continue
             try:
-                self._open_captures(inst)
-            except OSError as exc:
-                log.error("%s (id %d): cannot open its logs: %s", rec.spec.name, rec.pm_id, exc)
-            handover, rec.handover = rec.handover or {}, None
-            for stream in ("out", "err"):
-                capture = getattr(inst, stream)
-                if capture is not None and stream in handover:
-                    capture.take_over(handover[stream])
-            self.instances[rec.pm_id] = inst
-            self.triggers.watch(inst)
-            was = rec.status
-            alive = bool(rec.pid) and self.adopt(inst)
-            if not alive:
-                rec.pid = 0
-                rec.pid_create_time = 0.0
-            for status in restore_path(was, alive):
-                self.transition(inst, status)
-            if alive and was not in (ONLINE, LAUNCHING):
-                asyncio.ensure_future(self.stop(inst))  # it should not be running
-            elif not alive and was in (ONLINE, LAUNCHING, WAITING):
-                if was != WAITING:
-                    rec.restart_time += 1
-                to_start.append(inst)
+                self._restore_one(rec, to_start)
+            except Exception:  # noqa: BLE001 - one bad entry must not cost the others
+                log.exception("%s (id %d): cannot be restored; skipped", rec.spec.name,
+                              rec.pm_id)
+                inst = self.instances.pop(rec.pm_id, None)
+                if inst is not None:
+                    self._close_captures(inst)
+                self.stop_strays([(rec.pid, rec.pid_create_time)])
         self.on_change()
         return to_start
+
+    def stop_strays(self, processes: list[tuple[int, float]]) -> None:
+        """Stop processes a previous daemon started that nothing tracks any more (an
+        entry of the list that cannot be read), if they still run: SIGTERM, then SIGKILL."""
+        for pid, create_time in processes:
+            if pid and is_same_process(pid, create_time):
+                log.warning("pid %d was started by corral but is in no readable entry of "
+                            "the list; stopping it", pid)
+                proc = Proc(pid, None, create_time)
+                watch_exit(self.loop, proc, proc.exited.set)
+                self.loop.create_task(self._end_stray(proc))
+
+    async def _end_stray(self, proc: Proc) -> None:
+        tree = descendants_or_none(proc.pid)
+        signal_tree(proc.pid, tree, signal.SIGTERM)
+        if not await wait_tree(self.loop, proc, tree, 5.0):
+            signal_tree(proc.pid, alive_in(tree) + descendants_or_none(proc.pid),
+                        signal.SIGKILL)
+
+    async def _stop_others(self, inst: Instance, procs: list[Proc]) -> None:
+        """The processes a reload left when the last daemon died (InstanceRecord.others):
+        stopped as the instance's own would be, under its lock (a delete waits for it)."""
+        async with inst.lock:
+            for proc in procs:
+                log.info("%s (id %d): stopping pid %d, left by a reload the last daemon "
+                         "did not finish", inst.record.spec.name, inst.record.pm_id, proc.pid)
+                try:
+                    await self.terminate(inst, proc)
+                except Exception:  # noqa: BLE001 - then SIGKILL
+                    kill_group(proc.pid)
+            inst.record.others = []
+            self.on_change()
+
+    def _restore_one(self, rec: InstanceRecord, to_start: list[Instance]) -> None:
+        inst = Instance(rec)
+        try:
+            self._open_captures(inst)
+        except OSError as exc:
+            log.error("%s (id %d): cannot open its logs: %s", rec.spec.name, rec.pm_id, exc)
+        others = []
+        for entry in rec.others:
+            pid, create_time = entry.get("pid", 0), entry.get("create_time", 0.0)
+            if isinstance(pid, int) and isinstance(create_time, (int, float)) \
+                    and is_same_process(pid, create_time):
+                proc = Proc(pid, None, float(create_time))
+                watch_exit(self.loop, proc, proc.exited.set)
+                others.append(proc)
+        if others:
+            self.loop.create_task(self._stop_others(inst, others))
+        else:
+            rec.others = []
+        handover, rec.handover = rec.handover or {}, None
+        for stream in ("out", "err"):
+            capture = getattr(inst, stream)
+            if capture is not None and stream in handover:
+                capture.take_over(handover[stream])
+        self.instances[rec.pm_id] = inst
+        self.triggers.watch(inst)
+        was = rec.status
+        alive = bool(rec.pid) and self.adopt(inst)
+        if not alive:
+            rec.pid = 0
+            rec.pid_create_time = 0.0
+        for status in restore_path(was, alive):
+            self.transition(inst, status)
+        if alive and was not in (ONLINE, LAUNCHING):
+            asyncio.ensure_future(self.stop(inst))  # it should not be running
+        elif not alive and was in (ONLINE, LAUNCHING, WAITING):
+            if was != WAITING:
+                rec.restart_time += 1
+            to_start.append(inst)
 
 
 async def _first(loop: asyncio.AbstractEventLoop, timeout: float, *waits: Any) -> bool:

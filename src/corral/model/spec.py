@@ -135,6 +135,10 @@ class InstanceRecord:
     # `corral update`: where each stream's line stood when the old daemon handed over
     # ({"out": {"partial": latin-1 text, "mid_line": bool}, "err": ...}); used once
     handover: dict[str, Any] | None = None
+    # the instance's other processes while a reload replaces it ({"pid", "create_time"}):
+    # the new worker until it takes over, then the old one until it has stopped; a daemon
+    # that dies meanwhile leaves them to the next one, which stops them
+    others: list[dict[str, Any]] = field(default_factory=list)
 
     def instance_values(self) -> dict[str, str]:
         """The variables that differ from one instance to the next and hold no secret:
@@ -152,6 +156,7 @@ class InstanceRecord:
         data = dict(self.__dict__)
         data["spec"] = self.spec.to_dict()
         data["listening"] = list(self.listening)
+        data["others"] = [dict(o) for o in self.others]
         return data
 
     @classmethod

@@ -70,8 +70,38 @@ def error_frame(request_id: Any, message: str, code: int = 1) -> dict[str, Any]:
 
 
 def encode(message: object) -> bytes:
-    body = dumps(message).encode()
+    text = dumps(message)
+    try:
+        body = text.encode()
+    except UnicodeEncodeError:
+        # a name, path or argument that is not UTF-8 (a file name's bytes, as Python
+        # keeps them): refused, naming it, rather than a traceback
+        from corral.model.errors import CorralError
+
+        bad = _not_utf8(message)
+        shown = bad.encode("utf-8", "surrogateescape")[:200] if bad is not None else b"?"
+        raise CorralError(f"{shown!r} is not valid UTF-8 (a file name's bytes?): corral "
+                          "keeps names, paths and arguments as UTF-8 text; rename it"
+                          ) from None
     return HEADER.pack(len(body)) + body
+
+
+def _not_utf8(value: object) -> str | None:
+    """The first string in value that cannot be encoded as UTF-8 (lone surrogates)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return None
 
 
 def _recv_exact(sock: object, size: int) -> bytes:

@@ -110,11 +110,18 @@ def write_json_atomically(path: str, data: Any, backup: str | None = None,
         pass
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, **dump_options)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    if backup is not None and os.path.exists(path):
-        os.replace(path, backup)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, **dump_options)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if backup is not None and os.path.exists(path):
+            os.replace(path, backup)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: no half-written temp file is left behind
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

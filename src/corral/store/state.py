@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 
 from corral.model.spec import InstanceRecord
+from corral.model.validate import record_from_dict
 from corral.model.version import __version__
 from corral.store.home import Home, open_own, write_json_atomically
 
@@ -31,6 +32,8 @@ class State:
     next_id: int = 0
     metrics: Any = None  # the endpoint `corral metrics --port` turned on, if any
     web: Any = None  # the dashboard `corral web` turned on, if any (its host and port)
+    # (pid, start time) of the entries that could not be read: stopped if they still run
+    strays: list[tuple[int, float]] = field(default_factory=list)
 
 
 def write_state(home: Home, records: list[dict[str, Any]], next_id: int,
@@ -53,15 +56,21 @@ def read_state(home: Home) -> State:
     try:
         with os.fdopen(open_own(home.state_file)) as f:
             data = json.load(f)
+        if not isinstance(data, dict):
+            raise ValueError(f"an object was expected, not {type(data).__name__}")
     except FileNotFoundError:
         return State()
     except PermissionError as exc:  # planted by another user, or a link: never run it
         log.error("refusing the process list: %s", exc)
         return State()
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         broken = f"{home.state_file}.broken-{int(time.time())}"
-        log.error("unreadable process list %s (%s); kept as %s", home.state_file, exc, broken)
-        os.replace(home.state_file, broken)
+        log.error("unreadable process list %s (%s); kept as %s", home.state_file,
+                  str(exc)[:200], broken)
+        try:
+            os.replace(home.state_file, broken)
+        except OSError:
+            pass
         return State()
     version = data.get("version", STATE_VERSION)
     if not isinstance(version, int) or version > STATE_VERSION:
@@ -69,13 +78,19 @@ def read_state(home: Home) -> State:
                     "reading what it understands", home.state_file, version, STATE_VERSION,
                     __version__)
     records = []
-    for entry in data.get("instances", []):
+    strays = []
+    entries = data.get("instances", []) if isinstance(data, dict) else []
+    for entry in entries if isinstance(entries, list) else []:
         try:
-            records.append(InstanceRecord.from_dict(entry))
-        except (TypeError, KeyError) as exc:
+            records.append(record_from_dict(entry))
+        except ValueError as exc:
             log.error("skipping an unreadable entry of the process list: %s", exc)
-    return State(records, int(data.get("next_id", 0)), data.get("metrics"),
-                 data.get("web"))
+            if isinstance(entry, dict) and isinstance(entry.get("pid"), int) \
+                    and isinstance(entry.get("pid_create_time"), (int, float)):
+                strays.append((entry["pid"], float(entry["pid_create_time"])))
+    next_id = data.get("next_id", 0)
+    return State(records, next_id if isinstance(next_id, int) and next_id >= 0 else 0,
+                 data.get("metrics"), data.get("web"), strays)
 
 
 def is_same_process(pid: int, recorded_create_time: float) -> bool:
