@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from corral.model.names import NULL_LOG_PATHS
+from corral.model.restart import describe_exit
 from corral.model.states import ERRORED, LAUNCHING, ONLINE, STOPPED, WAITING
 
 if TYPE_CHECKING:
@@ -39,14 +40,6 @@ def cause_of(reason: str) -> str:
         if reason.startswith(prefix):
             return cause
     return "manual" if reason.startswith("manual") else "other"
-
-
-def exit_text(rec: InstanceRecord) -> str:
-    if rec.exit_signal:
-        return f"killed by {rec.exit_signal}"
-    if rec.exit_code is None:
-        return "exited (code unknown)"
-    return f"exited with code {rec.exit_code}"
 
 
 def last_line(path: str) -> str | None:
@@ -120,7 +113,7 @@ class Events:
             if status == ERRORED and was == LAUNCHING and reason \
                     and not reason.startswith(("exited", "killed")):
                 return self._add(rec, "errored", reason)  # could not be spawned
-            how = exit_text(rec)
+            how = describe_exit(rec)
             then = {LAUNCHING: f"{how}; restarted at once",
                     ERRORED: reason or how,
                     WAITING: reason or how,
