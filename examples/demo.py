@@ -43,9 +43,9 @@ def main() -> int:
               "again below.\n`corral delete app` removes it, `corral kill` stops "
               "everything.\n")
     elif port_taken():
-        print(f"corral: port {PORT} is in use by another program, so the demo's app "
-              f"could not listen on it.\nRun the demo on another port: PORT={PORT + 1} "
-              "python examples/demo.py", file=sys.stderr)
+        print(f"corral: port {PORT} is in use by another program: the demo cannot use "
+              f"it.\nRun the demo on another port: PORT={PORT + 1} python "
+              "examples/demo.py", file=sys.stderr)
         return 1
     else:
         print(f"$ corral start examples/app.py -i 2 --cluster-policy rr   (port {PORT})")

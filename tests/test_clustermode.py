@@ -188,14 +188,16 @@ def test_bad_input(corral: Corral) -> None:
     corral.run("start", str(APP), "-i", "0", "-n", "max", "-f", env=dict(corral.env,
                                                                           PORT=str(other)))
     assert len([r for r in corral.jlist() if r["name"] == "max"]) == (os.cpu_count() or 1)
-    # a port another program holds: errored, EADDRINUSE in its error log and describe
+    # a port another program holds: start fails and says so (tests/test_first_hour.py),
+    # errored, EADDRINUSE in its error log and describe
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     holder.listen()
     taken = holder.getsockname()[1]
     try:
-        corral.run("start", str(APP), "-i", "2", "-n", "clash", "-f",
-                   env=dict(corral.env, PORT=str(taken)))
+        clash = corral.run("start", str(APP), "-i", "2", "-n", "clash", "-f", check=False,
+                           env=dict(corral.env, PORT=str(taken)))
+        assert clash.returncode == 1 and "Address already in use" in clash.stderr
         row = corral.wait_status("clash", "errored", timeout=60)
         err_log = Path(row["pm2_env"]["pm_err_log_path"]).read_text()
         assert "Address already in use" in err_log

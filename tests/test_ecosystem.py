@@ -237,7 +237,7 @@ def test_units_and_aliases(corral: Corral, project: Path) -> None:
     (project / "eco.yaml").write_text(yaml.safe_dump({"apps": [{
         "name": "u", "exec": "app.py", "min_uptime": "5s", "kill_timeout": "2s",
         "restart_delay": 250, "max_memory_restart": "200M", "err_file": "logs/e.log",
-        "out": "logs/o.log", "node_args": "-X dev", "args": "--a 1 --b 'x y'",
+        "out": "logs/o.log", "interpreterArgs": "-X dev", "args": "--a 1 --b 'x y'",
         "stop_exit_codes": 3, "port": 3000, "namespace": "api",
     }]}))
     corral.run("start", "eco.yaml", cwd=project)

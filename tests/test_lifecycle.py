@@ -88,7 +88,7 @@ def test_fast_writer_loses_nothing(corral: Corral) -> None:
 
 def test_exit_zero_restarts_like_pm2(corral: Corral) -> None:
     app = corral.script("once.py", "import time; time.sleep(0.3)\n")
-    corral.run("start", str(app))
+    corral.run("start", str(app), "--no-wait")  # (without: start fails, test_first_hour)
     wait_for(lambda: (r := corral.app("once")) and r["pm2_env"]["restart_time"] >= 2,
              what="two restarts of an app that exits 0")
 
@@ -102,14 +102,14 @@ def test_stop_exit_codes(corral: Corral) -> None:
 
 def test_no_autorestart(corral: Corral) -> None:
     app = corral.script("fail.py", "raise SystemExit(3)\n")
-    corral.run("start", str(app), "--no-autorestart")
+    corral.run("start", str(app), "--no-autorestart", "--no-wait")
     row = corral.wait_status("fail", "stopped")
     assert row["pm2_env"]["restart_time"] == 0 and row["pm2_env"]["exit_code"] == 3
 
 
 def test_crash_loop_ends_errored(corral: Corral) -> None:
     app = corral.script("crash.py", "raise SystemExit(1)\n")
-    corral.run("start", str(app), "--max-restarts", "3")
+    corral.run("start", str(app), "--max-restarts", "3", "--no-wait")
     row = corral.wait_status("crash", "errored")
     # PM2 7.0.4 observed: three unstable exits, two restarts, counter reset, pid 0
     assert row["pm2_env"]["restart_time"] == 2
@@ -121,7 +121,7 @@ def test_crash_loop_ends_errored(corral: Corral) -> None:
 
 def test_crash_loop_default_max_restarts(corral: Corral) -> None:
     app = corral.script("crash16.py", "raise SystemExit(1)\n")
-    corral.run("start", str(app))
+    corral.run("start", str(app), "--no-wait")
     row = corral.wait_status("crash16", "errored", timeout=40)
     assert row["pm2_env"]["restart_time"] == 15  # 16 unstable exits, PM2's default
 
@@ -134,7 +134,8 @@ def test_exponential_backoff_grows(corral: Corral) -> None:
             f.write(f"{{time.monotonic()}}\\n")
         raise SystemExit(1)
     """)
-    corral.run("start", str(app), "--exp-backoff-restart-delay", "100", "--max-restarts", "100")
+    corral.run("start", str(app), "--exp-backoff-restart-delay", "100", "--max-restarts", "100",
+               "--no-wait")
     seen_waiting = wait_for(lambda: corral.app("backoff", "waiting restart"),
                             what="status waiting restart")
     assert seen_waiting["pm2_env"]["prev_restart_delay"] >= 100
@@ -158,7 +159,7 @@ def test_restart_delay(corral: Corral) -> None:
             f.write(f"{{time.monotonic()}}\\n")
         raise SystemExit(1)
     """)
-    corral.run("start", str(app), "--restart-delay", "600")
+    corral.run("start", str(app), "--restart-delay", "600", "--no-wait")
     wait_for(lambda: stamps.exists() and len(stamps.read_text().split()) >= 3, timeout=20,
              what="three starts")
     corral.run("stop", "slow")

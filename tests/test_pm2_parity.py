@@ -369,16 +369,16 @@ def test_08_restart_counters_as_pm2_keeps_them(corral: Corral) -> None:
         while True:
             time.sleep(1)
     """)
-    corral.run("start", "slow.py", "--restart-delay", "1500")
+    corral.run("start", "slow.py", "--restart-delay", "1500", "--no-wait")
     waiting = corral.wait_status("slow", "waiting restart")
     assert waiting["pm2_env"]["restart_time"] == 0
     back = corral.wait_status("slow", "online")
     assert back["pm2_env"]["restart_time"] == 1 and back["pid"]
     # errored, then a manual restart: not counted either
     corral.script("crash.py", "raise SystemExit(1)\n")
-    corral.run("start", "crash.py", "--max-restarts", "2")
+    corral.run("start", "crash.py", "--max-restarts", "2", "--no-wait")
     before = corral.wait_status("crash", "errored")["pm2_env"]["restart_time"]
-    corral.run("restart", "crash")
+    corral.run("restart", "crash", "--no-wait")
     wait_for(lambda: pm2_env(corral, "crash")["status"] == "errored"
              and pm2_env(corral, "crash")["restart_time"] > before, what="errored again")
     assert pm2_env(corral, "crash")["restart_time"] == before + 1  # its own crash, not ours

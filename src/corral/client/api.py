@@ -11,7 +11,7 @@ Nothing here prints; errors are CorralError with a message for the user.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from corral.model import states
@@ -87,22 +87,33 @@ class API:
         return ecosystem.load(path, env_name, list(only) if only else None)
 
     def apply(self, specs: Sequence[AppSpec], mode: str, parallel: int = 1,
-              wait: bool = True) -> dict[str, Any]:
+              wait: bool = True, progress: Callable[[str], None] | None = None
+              ) -> dict[str, Any]:
         """Apps from a file: start the new ones; restart (mode "restart"), reload one by one
         (mode "reload") or start if stopped (mode "start") the registered ones, with the
         file's settings and environment.
 
         With depends_on, the apps go in waves: an app is applied only once the apps it
         depends on are online (cluster: listening) and, if they have a health check,
-        healthy; stop/delete go the other way (see act_in_order)."""
+        healthy; stop/delete go the other way (see act_in_order).
+
+        progress (for a file of several apps, not in mode reload): called with one line
+        per app as it is launched; the verdict on them all (`failed`) comes after."""
         from corral.config.order import waves
 
         merged: dict[str, Any] = {}
         order = waves(list(specs))
+        total = len(specs)
+        done = 0
         for number, wave in enumerate(order):
-            result: dict[str, Any] = self.client.call(
-                "apply", apps=[s.to_dict() for s in wave], mode=mode, parallel=parallel,
-                **_wait(wait))
+            result: dict[str, Any]
+            if progress is not None and wait and mode != "reload" and total > 1:
+                result = self._apply_stepwise(wave, mode, progress, done, total)
+                done += len(wave)
+            else:
+                result = self.client.call(
+                    "apply", apps=[s.to_dict() for s in wave], mode=mode, parallel=parallel,
+                    **_wait(wait))
             for key, value in result.items():
                 if isinstance(value, list) and key != "list":
                     merged.setdefault(key, []).extend(value)
@@ -114,7 +125,39 @@ class API:
                 break
             if number < len(order) - 1:
                 self._wait_usable(wave, [s.name for w in order[number + 1:] for s in w])
+        merged.pop("marks", None)
         return merged
+
+    def _apply_stepwise(self, wave: Sequence[AppSpec], mode: str,
+                        progress: Callable[[str], None], done: int, total: int
+                        ) -> dict[str, Any]:
+        """One wave of apply(), an app at a time without waiting (a progress line each),
+        then the outcome of them all at once."""
+        merged: dict[str, Any] = {}
+        marks: dict[str, list[int]] = {}
+        for spec in wave:
+            result: dict[str, Any] = self.client.call(
+                "apply", apps=[spec.to_dict()], mode=mode, wait=False)
+            marks.update(result.pop("marks", {}))
+            for key, value in result.items():
+                if isinstance(value, list) and key != "list":
+                    merged.setdefault(key, []).extend(value)
+            done += 1
+            ids = result["started"] + result["restarted"]
+            what = ("started" if result["started"] else "restarted" if result["restarted"]
+                    else "left as it is")
+            progress(f"[{done}/{total}] {spec.name}: {what}"
+                     + (f" (id {', '.join(map(str, ids))})" if ids else ""))
+        verdict = self.outcome(marks)
+        merged["failed"] = verdict["failed"]
+        merged["list"] = verdict["list"]
+        return merged
+
+    def outcome(self, marks: dict[str, Any]) -> dict[str, Any]:
+        """The verdict on instances launched with wait=False (their `marks`): `failed`, as
+        a waiting start gives it, and the list."""
+        result: dict[str, Any] = self.client.call("outcome", marks=marks)
+        return result
 
     def _wait_usable(self, wave: Sequence[AppSpec], waiting: Sequence[str]) -> None:
         """Until every app of `wave` runs (and is healthy, if it has a health check); a
@@ -231,19 +274,30 @@ class API:
         result: dict[str, Any] = self.client.call("save", force=force)
         return result
 
-    def resurrect(self) -> dict[str, Any]:
+    def resurrect(self, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Start the saved apps that are not registered (by name); saved-stopped apps come
-        back stopped. Returns started names, those already there, problems and notes."""
+        back stopped. Returns started names, those already there, problems, notes and
+        `failed` (as start). progress: a line per app as it is launched."""
         from corral.store import dump
 
         data, used, notes = dump.read(self.home)
         running = {row["spec"]["name"] for row in self.list()}
         specs, present, problems = dump.specs_to_resurrect(data, running)
-        started: dict[str, Any] = {"list": self.list()}
-        if specs:
+        started: dict[str, Any] = {"list": self.list(), "failed": []}
+        if specs and progress is not None and len(specs) > 1:
+            marks: dict[str, list[int]] = {}
+            for number, spec in enumerate(specs, 1):
+                one = self.start(spec, wait=False)
+                marks.update(one.get("marks", {}))
+                progress(f"[{number}/{len(specs)}] {spec.name}: "
+                         + (f"started (id {', '.join(map(str, one['started']))})"
+                            if spec.autostart else "registered, stopped as saved"))
+            started = self.outcome(marks)
+        elif specs:
             started = self.start(*specs)
         return {"file": used, "started": [s.name for s in specs], "present": present,
-                "problems": problems, "notes": notes, "list": started["list"]}
+                "problems": problems, "notes": notes, "list": started["list"],
+                "failed": started.get("failed", [])}
 
     def cleardump(self) -> str:
         """Empty the saved list (the old one becomes .bak)."""

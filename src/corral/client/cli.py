@@ -31,7 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     from corral.client import startopts
 
-    parser = argparse.ArgumentParser(
+    class Parser(argparse.ArgumentParser):
+        """No abbreviated flags (`--inst` is not `--instances`): a typo is an error with
+        a suggestion, never a guess. Sub-parsers are of the same class."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("allow_abbrev", False)
+            super().__init__(*args, **kwargs)
+
+    parser = Parser(
         prog="corral",
         description="corral: a process manager for Python, in the spirit of PM2.",
         epilog=EPILOG,
@@ -56,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with an ecosystem file: apply each app's env_NAME")
     start.add_argument("--only", metavar="A,B", help="with an ecosystem file: only these apps")
     startopts.add_app_options(start, "start")
+    start.usage = ("corral start [options] [script|file|name ...] [-- app arguments]\n"
+                   "       (`corral start -h` lists the options)")
 
     def targets_cmd(name: str, help_text: str, aliases: tuple[str, ...] = ()) -> Any:
         p = sub.add_parser(name, help=help_text, aliases=list(aliases), description=help_text)
@@ -80,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "not registered")
     file_options(restart_cmd, True)
     startopts.add_app_options(restart_cmd, "restart")
+    restart_cmd.usage = ("corral restart [options] target [target ...] [-- app arguments]\n"
+                         "       (`corral restart -h` lists the options)")
     reload_cmd = targets_cmd("reload", "zero-downtime rolling reload of cluster apps: each "
                              "new worker starts and listens before the old one stops (in fork "
                              "mode this is a restart)")
@@ -87,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="workers replaced at a time (default 1)")
     file_options(reload_cmd, True)
     startopts.add_app_options(reload_cmd, "reload")
+    reload_cmd.usage = ("corral reload [options] target [target ...]\n"
+                        "       (`corral reload -h` lists the options)")
     scale = sub.add_parser("scale", help="set an app's number of instances: N, +N or -N",
                            description="Add or remove instances; new ones copy the first, and "
                            "the lowest free instance numbers are reused.")
@@ -254,6 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-u", "--user", help="systemd: User= of the units (default: you)")
     sub.add_parser("ping", help="check the daemon, starting it if needed")
     sub.add_parser("kill", help="stop every app, then the daemon")
+    completion = sub.add_parser(
+        "completion", help="print a shell completion script (bash, zsh or fish)",
+        description="Print a script that completes corral's commands, their flags and the "
+        "names of the registered apps. bash: add `eval \"$(corral completion bash)\"` to "
+        "~/.bashrc; zsh: `eval \"$(corral completion zsh)\"` in ~/.zshrc; fish: `corral "
+        "completion fish > ~/.config/fish/completions/corral.fish`.")
+    completion.add_argument("shell", nargs="?", choices=("bash", "zsh", "fish"),
+                            default="bash")
+    completion.add_argument("--names", action="store_true",
+                            help="print the registered apps' names (what the script calls)")
     return parser
 
 
@@ -297,20 +321,23 @@ def global_flags(argv: list[str]) -> list[str]:
 
 
 def _main(argv: list[str] | None) -> int:
+    program = argv is None  # run as the `corral` program, not as main([...]) from Python
     argv = global_flags(list(sys.argv[1:] if argv is None else argv))
     try:
         if len(argv) == 1 and (argv[0] in LIST_COMMANDS or argv[0] == "jlist"):
-            return fast_list(argv[0])
+            return fast_list(argv[0], exit_now=program)
     except CorralError as exc:
         print(f"corral: error: {exc.message}", file=sys.stderr)
         return exc.code
     argv, app_args = split_app_args(argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in HANDLERS:
+        return unknown_command(argv[0])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command == "start" and not any(e.startswith("-") for e in extra):
         args.scripts += extra  # `start a.js --name x b.js`: scripts between the options
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        bad_arguments(parser, args.command, extra)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 1
@@ -323,17 +350,83 @@ def _main(argv: list[str] | None) -> int:
         return 130
 
 
-def fast_list(command: str) -> int:
-    """`corral list` / `jlist` without argparse or the API: the most frequent call."""
+def unknown_command(word: str) -> int:
+    """`corral strat app.py`: the closest command, not a list of forty."""
+    import difflib
+
+    names = sorted(HANDLERS)
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6) or \
+        difflib.get_close_matches(word.lower(), [n.lower() for n in names], n=1, cutoff=0.6)
+    if close:
+        close = [next(n for n in names if n.lower() == close[0].lower())]
+    guess = f"; did you mean {close[0]}?" if close else ""
+    print(f"corral: error: unknown command {word!r}{guess}\n`corral --help` lists the "
+          "commands.", file=sys.stderr)
+    return 2
+
+
+def bad_arguments(parser: argparse.ArgumentParser, command: str | None,
+                  extra: list[str]) -> None:
+    """Unknown flags or extra words: the sub-command's own usage, and for each flag the
+    closest one it has (exits 2, as argparse does)."""
+    import difflib
+
+    target = parser
+    for action in parser._actions:  # the sub-parsers, by command name
+        choices = getattr(action, "choices", None)
+        if isinstance(choices, dict) and command in choices:
+            target = choices[command]
+    flags = sorted(s for a in target._actions for s in a.option_strings)
+    parts = []
+    for word in extra:
+        flag = word.split("=", 1)[0]
+        close = []
+        if flag.startswith("--"):  # an abbreviation: the flags it begins, else the closest
+            close = [f for f in flags if f.startswith(flag)][:3] or \
+                difflib.get_close_matches(flag, flags, n=1, cutoff=0.6)
+        parts.append(f"{word} (did you mean {' or '.join(close)}?)" if close else word)
+    target.error(f"unrecognized arguments: {' '.join(parts)}")
+
+
+def fast_list(command: str, exit_now: bool = False) -> int:
+    """`corral list` / `jlist` without argparse or the API: the most frequent call. The
+    table asks for brief rows (each spec cut to what it shows). exit_now (the `corral`
+    program): the process ends here, without the interpreter's teardown, a tenth of the
+    call (BENCHMARKS.md, issue 17)."""
     from corral.client.connection import Client
     from corral.store.home import home_from_env
 
-    rows = Client(home_from_env()).call("list")
+    client = Client(home_from_env())
     if command == "jlist":
-        print_jlist(rows)
+        print_jlist(client.call("list"))
     else:
+        try:
+            rows = client.call("list", brief=True)
+        except CorralError as exc:  # a daemon of an older version: no brief rows
+            if not exc.message.startswith("bad request: list:"):
+                raise
+            rows = client.call("list")
         print_table(rows)
+        print_saved_status(client)
+    if exit_now:
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
+
+
+def print_saved_status(client: Any) -> None:
+    """After `list`: one line when the apps changed since `corral save` (PM2 says so
+    too); nothing when nothing was saved."""
+    try:
+        saved = client.call("saved")
+    except CorralError:  # an older daemon
+        return
+    if saved["in_sync"] is False:
+        print("corral: the apps changed since `corral save`: run `corral save` to keep "
+              "them", file=sys.stderr)
 
 
 def print_jlist(rows: list[dict[str, Any]]) -> None:
@@ -343,14 +436,22 @@ def print_jlist(rows: list[dict[str, Any]]) -> None:
     print(dumps([render.to_pm2(r, __version__) for r in rows]))
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
+def print_table(rows: list[dict[str, Any]], failed: list[dict[str, Any]] | None = None
+                ) -> None:
+    """The table, then a line per app in a crash loop (but those `failed` lists: the
+    start that launched them says more)."""
     from corral.client import render
 
     if not rows:
         print("no apps: start one with `corral start app.py`")
         return
     colour = render.use_colour()
-    print(render.format_table(rows, colour=colour, boxed=sys.stdout.isatty()))
+    width = render.terminal_width()
+    print(render.format_table(rows, colour=colour, boxed=sys.stdout.isatty(), width=width))
+    told = {f["name"] for f in failed or []}
+    for line in render.crash_notes([r for r in rows if r["spec"]["name"] not in told],
+                                   width):
+        print(line)
 
 
 def run(args: argparse.Namespace, app_args: list[str]) -> int:
@@ -370,6 +471,7 @@ def cmd_list(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
         print(render.mini_list(rows), end="")
     else:
         print_table(rows)
+    print_saved_status(api.client)
     return 0
 
 
@@ -409,9 +511,15 @@ def cmd_reload(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
                           "--update-env to take this shell's environment")
     else:
         update, toggle = restart_options(args, app_args)
-        result = api.reload(args.targets, parallel=args.parallel,
-                            env=dict(os.environ) if args.update_env else None,
-                            update=update, toggle_watch=toggle)
+        env = dict(os.environ) if args.update_env else None
+        progress = progress_printer()
+        chosen = _match(api.list(), args.targets) if progress and not update \
+            and not toggle and args.parallel >= 1 else []
+        if len(chosen) > 1:
+            result = reload_stepwise(api, chosen, args.parallel, env, progress)
+        else:
+            result = api.reload(args.targets, parallel=args.parallel, env=env,
+                                update=update, toggle_watch=toggle)
         warn(result.get("notes", []))
     for name in result["restarted_fork_apps"]:
         print(f"corral: {name} runs in fork mode, which has no zero-downtime reload; "
@@ -422,6 +530,28 @@ def cmd_reload(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     if result["failures"]:
         return 1
     return attach(api, args, result["ids"])
+
+
+def reload_stepwise(api: Any, chosen: list[dict[str, Any]], parallel: int,
+                    env: dict[str, str] | None, progress: Any) -> dict[str, Any]:
+    """A rolling reload driven from here, `parallel` instances a request, with a line per
+    instance replaced (on a terminal); it stops at the first failure, as the daemon's."""
+    merged: dict[str, Any] = {"ids": [], "failures": [], "restarted_fork_apps": [],
+                              "list": []}
+    total = len(chosen)
+    for start in range(0, total, parallel):
+        batch = chosen[start:start + parallel]
+        result = api.reload([str(r["pm_id"]) for r in batch], parallel=len(batch), env=env)
+        for key in ("ids", "failures", "restarted_fork_apps"):
+            merged[key] += [v for v in result[key] if v not in merged[key]]
+        merged["list"] = result["list"]
+        pids = {r["pm_id"]: r["pid"] for r in result["list"]}
+        for number, row in enumerate(batch, start + 1):
+            progress(f"reload {row['spec']['name']} [{number}/{total}]: id {row['pm_id']}, "
+                     f"pid {row['pid']} -> {pids.get(row['pm_id'], 0)}")
+        if result["failures"]:
+            break
+    return merged
 
 
 def cmd_logs(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
@@ -513,7 +643,7 @@ def cmd_act(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
         warn(result.get("notes", []))
     else:
         result = api.act(action, args.targets)
-    print_table(result["list"])
+    print_table(result["list"], result.get("failed"))
     if report_failed(result.get("failed", []), result):
         return 1
     return attach(api, args, result.get("ids", [])) if action == "restart" else 0
@@ -563,10 +693,15 @@ def cmd_init(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
 def cmd_describe(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     from corral.client import render
 
-    rows = api.list(env=args.show_env)
+    rows = api.list(env=True)  # the app's PATH finds its program; values shown with --env
     ids = {t["pm_id"] for t in _match(rows, args.targets)}
     for row in rows:
         if row["pm_id"] in ids:
+            row["app_path"] = (row["spec"].get("env") or {}).get("PATH")
+            if not args.show_env:
+                row["spec"]["env"] = {}
+            if row["pid"] and not row.get("listening"):  # fork mode: what the tree binds
+                row["listening"] = render.listening_of(row["pid"])
             print(render.describe(row, args.show_env))
     return 0
 
@@ -682,6 +817,18 @@ def cmd_export(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     return 0
 
 
+def cmd_completion(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
+    """`corral completion bash|zsh|fish`: the script; `--names`: the apps, for it."""
+    from corral.client import completion
+
+    if args.names:
+        for name in completion.names(api.home):
+            print(name)
+        return 0
+    sys.stdout.write(completion.script(args.shell, build_parser()))
+    return 0
+
+
 def cmd_kill(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     result = api.kill()
     print(f"corral: stopped {result['stopped']} process(es) and the daemon")
@@ -689,7 +836,7 @@ def cmd_kill(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
 
 
 def cmd_resurrect(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
-    result = api.resurrect()
+    result = api.resurrect(progress=progress_printer())
     warn(result["notes"])
     for problem in result["problems"]:
         print(f"corral: error: not resurrected: {problem}", file=sys.stderr)
@@ -697,8 +844,22 @@ def cmd_resurrect(api: Any, args: argparse.Namespace, app_args: list[str]) -> in
         print("corral: already registered, left as they are: " + ", ".join(result["present"]))
     print(f"corral: resurrected {len(result['started'])} app(s) from {result['file']}"
           + (": " + ", ".join(result["started"]) if result["started"] else ""))
-    print_table(result["list"])
-    return 1 if result["problems"] else 0
+    print_table(result["list"], result["failed"])
+    failed = report_failed(result["failed"], result)
+    return 1 if result["problems"] or failed else 0
+
+
+def progress_printer() -> Any:
+    """For long operations (a rolling reload, a file of several apps, resurrect): a
+    function printing one line per step, on a terminal only (so not with --silent, whose
+    stdout is /dev/null, nor into a pipe); None elsewhere."""
+    if not sys.stdout.isatty():
+        return None
+
+    def step(text: str) -> None:
+        print(f"corral: {text}", flush=True)
+
+    return step
 
 
 def _match(rows: list[dict[str, Any]], targets: list[str]) -> list[dict[str, Any]]:
@@ -735,8 +896,20 @@ def only_list(args: argparse.Namespace) -> list[str] | None:
 
 
 def warn(messages: list[str]) -> None:
+    """Warnings on stderr; on a terminal, wrapped to its width (words are not cut)."""
+    width = None
+    if messages and sys.stderr.isatty():
+        from corral.client.render import terminal_width
+
+        width = terminal_width(sys.stderr)
     for message in messages:
-        print(f"corral: warning: {message}", file=sys.stderr)
+        text = f"corral: warning: {message}"
+        if width:
+            import textwrap
+
+            text = textwrap.fill(text, width - 1, subsequent_indent="  ",
+                                 break_long_words=False, break_on_hyphens=False)
+        print(text, file=sys.stderr)
 
 
 def load_target(api: Any, targets: list[str], args: argparse.Namespace) -> Any:
@@ -754,7 +927,7 @@ def load_target(api: Any, targets: list[str], args: argparse.Namespace) -> Any:
 def act_on_loaded(api: Any, action: str, loaded: Any, wait: bool = True) -> Any:
     """stop / delete / restart / reset the apps of an ecosystem file."""
     if action == "restart":
-        return api.apply(loaded.specs, "restart", wait=wait)
+        return api.apply(loaded.specs, "restart", wait=wait, progress=progress_printer())
     names = [s.name for s in loaded.specs]
     registered = {row["spec"]["name"] for row in api.list()}
     present = [n for n in names if n in registered]
@@ -780,8 +953,23 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
     startopts.fill_defaults(args)
     warn(startopts.compat_notes(args))
     words = list(args.scripts)
+    if not words and args.watch:
+        # `start --watch app.py`: --watch takes optional paths, and took the script
+        words = [w for w in args.watch if not os.path.isdir(w)]
+        args.watch = [w for w in args.watch if os.path.isdir(w)]
+        warn([f"--watch {' '.join(words)}: taken as the app to start, not as paths to "
+              "watch; it watches " + (" ".join(args.watch) if args.watch else
+                                      "the app's folder") + ". Paths to watch go after "
+              "the script: `corral start app.py --watch src`"])
     if not words:
         found = find_default(os.getcwd())
+        swallowed = [f"--{dest.replace('_', '-')} took {' '.join(getattr(args, dest))!r}"
+                     for dest in ("ignore_watch", "filter_env", "stop_exit_codes")
+                     if getattr(args, dest, None)]
+        if found is None and swallowed:
+            raise CorralError(f"no app given: {'; '.join(swallowed)} as its values; put "
+                              "the script before the options (`corral start app.py "
+                              "--ignore-watch '*.log'`)")
         if found is None:
             raise CorralError(f"no app given and no ecosystem file in {os.getcwd()}; "
                               "`corral start app.py`, or `corral init` to write "
@@ -808,7 +996,8 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
                 for spec in what.specs:
                     spec.instances = parse_instances(args.instances)
             # PM2: `start FILE` restarts its apps
-            result = api.apply(what.specs, "restart", wait=wait)
+            result = api.apply(what.specs, "restart", wait=wait,
+                               progress=progress_printer())
             ids += result["started"] + result["restarted"]
             warn(silent_cluster_notes(result["list"], result["started"]))
         elif kind == "restart":
@@ -823,7 +1012,7 @@ def cmd_start(api: Any, args: argparse.Namespace, app_args: list[str]) -> int:
             ids += result["started"]
             warn(silent_cluster_notes(result["list"], result["started"]))
         failed += result.get("failed", [])
-    print_table(result["list"])
+    print_table(result["list"], failed)
     if report_failed(failed, result):
         return 1
     return attach(api, args, ids)
@@ -837,10 +1026,13 @@ def report_failed(failed: list[dict[str, Any]], result: dict[str, Any]) -> bool:
         return False
     import textwrap
 
+    from corral.client.render import shorten, terminal_width
+
     sys.stdout.flush()
+    width = terminal_width(sys.stderr) if sys.stderr.isatty() else None
 
     def say(text: str, indent: str = "") -> None:
-        print(textwrap.fill(text, 79, initial_indent=indent,
+        print(textwrap.fill(text, min(width or 80, 80) - 1, initial_indent=indent,
                             subsequent_indent=indent + "  ", break_on_hyphens=False,
                             break_long_words=False), file=sys.stderr)
 
@@ -853,8 +1045,9 @@ def report_failed(failed: list[dict[str, Any]], result: dict[str, Any]) -> bool:
         say(f"corral: error: {name} (id {ids}) {first['what']}")
         if first["lines"]:
             say(f"last lines of {first['log']}:", "  ")
-            for line in first["lines"]:
-                print(f"  | {line}", file=sys.stderr)
+            for line in first["lines"]:  # on a terminal, cut to its width (the log has all)
+                print(shorten(f"  | {line}", width) if width else f"  | {line}",
+                      file=sys.stderr)
         elif first["logs_off"]:
             say("its logs are turned off (disable_logs, or /dev/null): nothing to show", "  ")
         else:
@@ -865,8 +1058,10 @@ def report_failed(failed: list[dict[str, Any]], result: dict[str, Any]) -> bool:
             say(f"hint: {first['hint']}", "  ")
         status = first["status"]
         if status == "errored":
-            say(f"{name} is errored ({first['reason'] or 'see above'}); fix it, then "
-                f"`corral restart {name}`", "  ")
+            why = first["reason"] or "see above"
+            if "too many unstable restarts" in why:
+                why = "too many unstable restarts"
+            say(f"{name} is errored ({why}); fix it, then `corral restart {name}`", "  ")
         elif status == "stopped":
             say(f"{name} is stopped; fix it, then `corral restart {name}`", "  ")
         else:
@@ -968,5 +1163,6 @@ COMMANDS: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("ping",), cmd_ping),
     (("kill",), cmd_kill),
     (("export",), cmd_export),
+    (("completion",), cmd_completion),
 )
 HANDLERS = {name: handler for names, handler in COMMANDS for name in names}

@@ -15,7 +15,7 @@ import time
 from corral.model.errors import CorralError
 from corral.model.version import __version__
 from corral.model.wire import ProtocolError, encode, read_frame
-from corral.store.home import Home
+from corral.store.home import Home, unix_address
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -67,11 +67,16 @@ class Client:
     def _connect(self) -> _socket.socket:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         sock.settimeout(HELLO_TIMEOUT_S)
+        dir_fd = None
         try:
-            sock.connect(self.home.socket)
+            address, dir_fd = unix_address(self.home.socket)  # a home of any length
+            sock.connect(address)
         except OSError:
             sock.close()
             raise
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
         return sock
 
     def _connect_or_start(self) -> _socket.socket:

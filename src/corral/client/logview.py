@@ -39,6 +39,40 @@ def tail(path: str, count: int) -> list[bytes]:
     return lines[-count:]
 
 
+def line_reader(spec: dict[str, Any]) -> Any:
+    """For an app's log lines read back from its files: line -> (the time it was written,
+    or None, and its text without the stamp)."""
+    from corral.model.logformat import compile_date_parser, parse_json_line
+
+    stamped = compile_date_parser(spec["log_date_format"]) if spec.get(
+        "log_date_format") else None
+
+    def read(text: str) -> tuple[float | None, str]:
+        if spec.get("log_type") == "json":
+            at, message = parse_json_line(text)
+            if message is not None:
+                if at is None and stamped is not None:  # the stamp in log_date_format
+                    try:
+                        at = stamped(json.loads(text)["timestamp"] + ": ")[0]
+                    except (ValueError, KeyError, TypeError):
+                        at = None
+                return at, message
+        if stamped is not None:
+            return stamped(text)
+        return None, text
+
+    return read
+
+
+def daemon_time(text: str) -> float | None:
+    """The time of a line of corral.log (`2024-05-01 12:00:00,123 INFO ...`)."""
+    try:
+        return time.mktime(time.strptime(text[:19], "%Y-%m-%d %H:%M:%S")) \
+            + int(text[20:23]) / 1000
+    except ValueError:
+        return None
+
+
 class Printer:
     def __init__(self, raw: bool, as_json: bool, timestamp: str | None, colour: bool,
                  key_values: bool = False, highlight: str | None = None) -> None:
@@ -94,10 +128,16 @@ def show(api: Any, targets: list[str], lines: int, types: list[str], raw: bool,
 
     printer = Printer(raw, as_json, timestamp, colour, key_values, highlight)
     files = api.client.call("log_files", targets=api.targets(targets) if targets else [])
+    # the lines read back from the files carry the time they were written when the app
+    # stamps them (log_date_format, --time) or writes JSON lines; shown with that time
+    times = as_json or timestamp is not None or key_values
+    readers = {row["pm_id"]: line_reader(row["spec"]) for row in api.list()} if times \
+        else {}
     if not targets and "daemon" in types:
         printer.header(f"{api.home.daemon_log} (last {lines} lines)")
         for raw_line in tail(api.home.daemon_log, lines):
-            printer.line(-1, "corral", "daemon", raw_line.decode("utf-8", "replace"))
+            text = raw_line.decode("utf-8", "replace")
+            printer.line(-1, "corral", "daemon", text, daemon_time(text) if times else None)
     seen: set[str] = set()
     for entry in files:
         for kind in ("out", "err"):
@@ -106,9 +146,21 @@ def show(api: Any, targets: list[str], lines: int, types: list[str], raw: bool,
                 continue
             seen.add(path)
             printer.header(f"{path} (last {lines} lines)")
+            reader = readers.get(entry["pm_id"])
+            unstamped = 0
             for raw_line in tail(path, lines):
-                printer.line(entry["pm_id"], entry["name"], kind,
-                             raw_line.decode("utf-8", "replace"))
+                text = raw_line.decode("utf-8", "replace")
+                at = None
+                if times:
+                    at, text = reader(text) if reader else (None, text)
+                    unstamped += at is None
+                printer.line(entry["pm_id"], entry["name"], kind, text, at)
+            if unstamped:
+                sys.stdout.flush()
+                print(f"corral: {unstamped} line(s) of {path} carry no time of their own "
+                      "(the app has no log_date_format and no JSON logs): they are shown "
+                      "with the time they were read; `--time` on start stamps each line "
+                      "as it is written", file=sys.stderr)
     sys.stdout.flush()
     if not follow:
         return 0

@@ -81,15 +81,75 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
 
 HEADERS = ["id", "name", "namespace", "mode", "pid", "uptime", "↺", "status", "cpu", "mem",
            "user", "watching"]
+# narrower layouts, tried in turn when the full one is wider than the terminal (PM2
+# condenses its table below 134 columns); the name column then shrinks to fit, to
+# MIN_NAME characters at least, with an ellipsis
+LAYOUTS = (
+    HEADERS,
+    ["id", "name", "namespace", "mode", "pid", "uptime", "↺", "status", "cpu", "mem"],
+    ["id", "name", "mode", "pid", "uptime", "↺", "status", "cpu", "mem"],
+    ["id", "name", "mode", "↺", "status", "cpu", "mem"],
+    ["id", "name", "↺", "status", "mem"],
+)
+MIN_NAME = 10
 
 
-def format_table(rows: list[dict[str, Any]], colour: bool, boxed: bool) -> str:
-    cells = table_rows(rows)
-    widths = [len(h) for h in HEADERS]
+def terminal_width(stream: Any = None) -> int | None:
+    """The width to fit: COLUMNS if set, else the terminal's; None (no limit) when the
+    output is not a terminal (a pipe or a file gets every column)."""
+    stream = stream or sys.stdout
+    text = os.environ.get("COLUMNS", "")
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    try:
+        if stream.isatty():
+            return os.get_terminal_size(stream.fileno()).columns or None
+    except (OSError, AttributeError, ValueError):
+        pass
+    return None
+
+
+def shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(width - 1, 0)] + "…"
+
+
+def choose_layout(cells: list[list[str]], boxed: bool, width: int | None
+                  ) -> tuple[list[int], int]:
+    """The columns to show (indexes into HEADERS) and the name column's width: the
+    widest layout that fits `width` with names of at least MIN_NAME characters (or
+    whole), else the narrowest one with names cut to fit."""
+    natural = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(HEADERS)]
+    plain_ns = all(c[2] == "default" for c in cells)
+    chosen: list[int] = []
+    name_width = natural[1]
+    for number, layout in enumerate(LAYOUTS):
+        if number and plain_ns and "namespace" in layout and number < len(LAYOUTS) - 1:
+            continue  # every app is in `default`: that column goes first
+        chosen = [HEADERS.index(h) for h in layout]
+        if width is None:
+            return chosen, natural[1]
+        overhead = 3 * len(chosen) + 1 if boxed else 2 * (len(chosen) - 1)
+        others = sum(natural[i] for i in chosen if i != 1) + overhead
+        name_width = min(natural[1], width - others)
+        if name_width >= min(natural[1], MIN_NAME):
+            return chosen, name_width
+    return chosen, max(name_width, 4)
+
+
+def format_table(rows: list[dict[str, Any]], colour: bool, boxed: bool,
+                 width: int | None = None) -> str:
+    """The process table; with a width (the terminal's), in a narrower layout when the
+    full one would wrap, names shortened with an ellipsis."""
+    all_cells = table_rows(rows)
+    columns, name_width = choose_layout(all_cells, boxed, width)
+    headers = [HEADERS[i] for i in columns]
+    cells = [[shorten(line[i], name_width) if i == 1 else line[i] for i in columns]
+             for line in all_cells]
+    widths = [len(h) for h in headers]
     for line in cells:
         for i, cell in enumerate(line):
             widths[i] = max(widths[i], len(cell))
-    status_col = HEADERS.index("status")
+    status_col = headers.index("status")
 
     def fmt(line: list[str], header: bool = False) -> list[str]:
         parts = []
@@ -105,15 +165,67 @@ def format_table(rows: list[dict[str, Any]], colour: bool, boxed: bool) -> str:
         return parts
 
     if not boxed:
-        lines = ["  ".join(fmt(HEADERS, True)).rstrip()]
+        lines = ["  ".join(fmt(headers, True)).rstrip()]
         lines += ["  ".join(fmt(c)).rstrip() for c in cells]
         return "\n".join(lines)
     bar = [("─" * (w + 2)) for w in widths]
-    lines = ["┌" + "┬".join(bar) + "┐", "│ " + " │ ".join(fmt(HEADERS, True)) + " │",
+    lines = ["┌" + "┬".join(bar) + "┐", "│ " + " │ ".join(fmt(headers, True)) + " │",
              "├" + "┼".join(bar) + "┤"]
     lines += ["│ " + " │ ".join(fmt(c)) + " │" for c in cells]
     lines.append("└" + "┴".join(bar) + "┘")
     return "\n".join(lines)
+
+
+def crash_notes(rows: list[dict[str, Any]], width: int | None) -> list[str]:
+    """Under the table, one line per app in a crash loop (or errored by one): what
+    state it is in and its last error line, cut to the width."""
+    notes: list[str] = []
+    seen: set[str] = set()
+    for row in rows:
+        name = row["spec"]["name"]
+        line = row.get("last_error_line")
+        if not line or name in seen:
+            continue
+        seen.add(name)
+        reason = row.get("reason") or ""
+        if row["status"] == states.ERRORED:
+            state = ("errored after too many unstable restarts"
+                     if "too many unstable" in reason else "errored")
+        else:
+            state = f"crash loop (↺ {row['restart_time']})"
+        text = f"{name}: {state}: {line.strip()}"
+        notes.append(shorten(text, width) if width else text)
+    if notes:
+        notes.append(shorten("(`corral describe NAME` and `corral logs NAME` tell more)",
+                             width or 200))
+    return notes
+
+
+def listening_of(pid: int) -> list[str]:
+    """The TCP addresses a process and its descendants listen on (a fork-mode server
+    binds them itself: gunicorn, uvicorn), as `host:port`."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+    found: list[str] = []
+    for proc in procs:
+        try:
+            conns = (proc.net_connections(kind="tcp") if hasattr(proc, "net_connections")
+                     else proc.connections(kind="tcp"))
+        except psutil.Error:
+            continue
+        for conn in conns:
+            if conn.status != psutil.CONN_LISTEN or not conn.laddr:
+                continue
+            host = f"[{conn.laddr.ip}]" if ":" in conn.laddr.ip else conn.laddr.ip
+            text = f"{host}:{conn.laddr.port}"
+            if text not in found:
+                found.append(text)
+    return found
 
 
 def describe(row: dict[str, Any], show_env: bool) -> str:
@@ -162,7 +274,30 @@ def to_pm2(row: dict[str, Any], version: str) -> dict[str, Any]:
         **({"cron_restart": spec["cron_restart"]} if spec.get("cron_restart") else {}),
         "autorestart": spec["autorestart"],
         "autostart": spec.get("autostart", True),
-        "watch": bool(spec.get("watch")),
+        # PM2's shape: true, false, or the paths watched
+        "watch": spec["watch"] if isinstance(spec.get("watch"), list) else bool(spec.get("watch")),
+        **({"ignore_watch": spec.get("ignore_watch") or [],
+            "watch_delay": spec.get("watch_delay_ms", 0)} if spec.get("watch") else {}),
+        "merge_logs": bool(spec.get("merge_logs")),
+        **({"log_date_format": spec["log_date_format"]} if spec.get("log_date_format")
+           else {}),
+        **({"log_type": spec["log_type"]} if spec.get("log_type") else {}),
+        **({"disable_logs": True} if spec.get("disable_logs") else {}),
+        # rotation (built in; PM2 needs the pm2-logrotate module): the ecosystem keys
+        **({"log_max_size": spec.get("log_max_size_bytes", 0),
+            "log_rotate_daily": bool(spec.get("log_rotate_daily")),
+            "log_retain": spec.get("log_retain", 0),
+            "log_compress": bool(spec.get("log_compress"))}
+           if spec.get("log_max_size_bytes") or spec.get("log_rotate_daily") else {}),
+        "kill_signal": spec["kill_signal"],
+        "listen_timeout": spec.get("listen_timeout_ms"),
+        "wait_ready": bool(spec.get("wait_ready")),
+        "shutdown_with_message": bool(spec.get("shutdown_with_message")),
+        **({"cluster_policy": row.get("cluster_policy")}
+           if spec["exec_mode"] == "cluster" and row.get("cluster_policy") else {}),
+        **({"health_check": spec["health_check"]} if spec.get("health_check") else {}),
+        **({"depends_on": spec["depends_on"]} if spec.get("depends_on") else {}),
+        **({"increment_var": spec["increment_var"]} if spec.get("increment_var") else {}),
         "treekill": True,
         "max_restarts": spec["max_restarts"],
         "min_uptime": spec["min_uptime_ms"],

@@ -54,6 +54,48 @@ def is_python_file(path: str) -> bool:
     return first.startswith(b"#!") and b"python" in first
 
 
+def is_python_program(path: str) -> bool:
+    """A Python interpreter, by its name (corral.model.apps has the same rule)."""
+    name = os.path.basename(path)
+    for prefix in ("python", "pypy"):
+        if name.startswith(prefix):
+            rest = name[len(prefix):]
+            return not rest or rest.replace(".", "").isdigit()
+    return False
+
+
+def run_as_interpreter(args: list[str]) -> int:
+    """Run `python [options] -m MODULE ARGS`, `... SCRIPT ARGS` or `... -c CODE ARGS` in
+    this process, which the daemon started with that interpreter (worker_python()), so
+    the hook sees the app's binds. Options other than -u cannot apply any more: said."""
+    ignored = []
+    while args and args[0].startswith("-") and args[0] not in ("-m", "-c", "-"):
+        option = args.pop(0)
+        if option in ("-X", "-W") and args:
+            option += " " + args.pop(0)
+        if option != "-u":  # PYTHONUNBUFFERED is set for every app
+            ignored.append(option)
+    if ignored:
+        print("corral.cluster.bootstrap: interpreter options do not apply in a cluster "
+              f"worker: {' '.join(ignored)} (--interpreter-args passes them)", file=sys.stderr)
+    if len(args) > 1 and args[0] == "-m":
+        sys.argv = [args[1], *args[2:]]
+        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+        return 0
+    if len(args) > 1 and args[0] == "-c":
+        sys.argv = ["-c", *args[2:]]
+        exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__"})  # noqa: S102
+        return 0
+    if not args or args[0] == "-":
+        print("corral.cluster.bootstrap: the Python command runs nothing (give -m MODULE "
+              "or a script)", file=sys.stderr)
+        return 2
+    sys.argv = list(args)
+    sys.path[0] = os.path.dirname(os.path.abspath(args[0]))
+    runpy.run_path(args[0], run_name="__main__")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     module = False
@@ -88,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     if path is None:
         print(f"corral.cluster.bootstrap: {target}: not found", file=sys.stderr)
         return 127
+    if is_python_program(path):  # `python3 -m http.server 8000`: this Python is that one
+        return run_as_interpreter(args)
     if is_python_file(path):
         sys.argv = [path, *args]
         sys.path[0] = os.path.dirname(os.path.abspath(path))

@@ -27,6 +27,7 @@ class IOThread:
         self._calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._lock = threading.Lock()
         self._stopping = False
+        self._closed = False
         self.keep_running: Callable[[], bool] = lambda: True
         self.thread = threading.Thread(target=self._run, name=name, daemon=daemon)
         self.started = False
@@ -57,11 +58,13 @@ class IOThread:
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         with self._lock:
+            if self._closed:
+                return  # stopped: nothing runs any more
             self._calls.append((fn, args))
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass
 
     def add_reader(self, fileobj: Any, callback: Callable[[], Any]) -> None:
         if self.in_thread() or not self.started:
@@ -83,7 +86,20 @@ class IOThread:
 
     def stop(self) -> None:
         self._stopping = True
-        self.call_soon(lambda: None)
+        if self.started:
+            self.call_soon(lambda: None)  # the thread closes the selector as it ends
+        else:
+            self._close()
+
+    def _close(self) -> None:
+        """The selector and the wake-up pipe: nothing of a stopped primary stays open."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        self.selector.close()
 
     def _run(self) -> None:
         while not self._stopping:
@@ -108,3 +124,4 @@ class IOThread:
                     log.exception("cluster call failed")
             if not self.keep_running():
                 break
+        self._close()

@@ -25,6 +25,7 @@ from corral.config.schema import (
     normalize_app,
     to_env,
 )
+from corral.model.apps import is_node_app
 from corral.model.errors import CorralError
 from corral.model.names import NULL_LOG_PATHS
 
@@ -393,12 +394,20 @@ def _build(path: str, folder: str, index: int, app: dict[str, Any], options: dic
         options["log_file"] = "true"  # the default combined file
     elif log_file is False:
         options.pop("log_file")
+    node_args = options.pop("_node_args", None)
     try:
         spec = build_spec(script, notes=notes, cwd=cwd, env=env, **options)
     except CorralError as exc:
         raise EcosystemError(f"{path}: {label}: {exc.message}") from None
     except TypeError as exc:  # an option build_spec does not take: a schema bug, said plainly
         raise EcosystemError(f"{path}: {label}: {exc}") from None
+    if node_args:  # as --node-args: node's flags would stop python or bash
+        if is_node_app(spec):
+            spec.interpreter_args = [*spec.interpreter_args, *node_args]
+        else:
+            notes.append(f"{label}: node_args {' '.join(node_args)!r} ignored: node "
+                         "does not run this app (interpreter_args passes arguments to any "
+                         "interpreter)")
     spec.env_overrides = overrides_in
     spec.env_name = env_name
     return spec

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from corral.model.apps import is_node_app, is_python_app
+from corral.model.apps import is_node_app, is_python_app, is_python_program
 from corral.model.errors import CorralError
 from corral.model.names import NULL_LOG_PATHS
 from corral.model.spec import AppSpec
@@ -60,6 +60,37 @@ def parse_instances(value: str | int) -> int:
         raise CorralError(f"-i/instances {number}: at most {MAX_INSTANCES} instances per app "
                           "(docs/lifecycle.md, \"Limits\")")
     return number
+
+
+RUNNERS = {"uv": "run", "poetry": "run", "pipenv": "run", "pdm": "run", "hatch": "run"}
+
+
+def command_name(command: str) -> str:
+    """The default name of a shell command: its program (`uvicorn main:app --port 8000`
+    -> uvicorn); for a Python interpreter, the module or the script it runs (`python3 -m
+    http.server 8000` -> http.server, `python app.py` -> app); through `uv run` and the
+    like, the program run; leading VAR=value words, `env` and `exec` skipped."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    while words and ("=" in words[0].split("/")[0] or words[0] in ("env", "exec")):
+        words.pop(0)
+    if len(words) > 2 and os.path.basename(words[0]) in RUNNERS \
+            and words[1] == RUNNERS[os.path.basename(words[0])]:
+        words = words[2:]
+    if not words:
+        return command.strip()
+    program = os.path.basename(words[0])
+    if is_python_program(program):
+        rest = words[1:]
+        while rest and rest[0].startswith("-") and rest[0] != "-m":
+            rest = rest[2:] if rest[0] in ("-X", "-W") else rest[1:]
+        if len(rest) > 1 and rest[0] == "-m":
+            return rest[1]
+        if rest and not rest[0].startswith("-"):
+            return os.path.splitext(os.path.basename(rest[0]))[0]
+    return program or command.strip()
 
 
 def _which(program: str) -> str | None:
@@ -158,7 +189,7 @@ def build_spec(
         raise CorralError(f"{candidate} is a folder; give the script to run")
     elif " " in script.strip():
         kind = "shell"
-        default_name = script.strip()
+        default_name = command_name(script)
     elif (found := _which(script)) is not None and os.sep not in script:
         kind = "binary"
         exec_path = found
@@ -242,7 +273,7 @@ def choose_exec_mode(spec: AppSpec, asked: str | None, instances_given: bool) ->
         return None
     if is_python_app(spec):
         spec.exec_mode = "cluster"
-        return None
+        return gunicorn_note(spec)
     if is_node_app(spec):
         if spec.cluster_policy == "reuseport":
             raise CorralError(f"{spec.name}: the reuseport policy is for Python apps; Node "
@@ -252,10 +283,36 @@ def choose_exec_mode(spec: AppSpec, asked: str | None, instances_given: bool) ->
         return None
     spec.exec_mode = "fork"
     if spec.instances > 1 or asked == "cluster":
-        return (f"{spec.name}: cluster mode runs Python and Node apps only; running "
-                f"{spec.instances} fork instance(s), each its own process (they must not "
-                "share a port)")
+        return (f"{spec.name}: cluster mode runs Python and Node apps only, and "
+                f"{cluster_blocker(spec)}; running {spec.instances} fork instance(s), each "
+                "its own process. If they serve a port, give each its own from "
+                "$CORRAL_INSTANCE (\"server --port $((8000 + CORRAL_INSTANCE))\"), or run one "
+                "instance that starts its own workers")
     return None
+
+
+def cluster_blocker(spec: AppSpec) -> str:
+    """Why an app cannot be clustered, and what to start instead, for the note."""
+    if spec.kind == "shell":
+        if any(op in spec.script for op in ("&&", "||", ";", "|")):
+            return ("a command of several programs cannot be: start the Python program "
+                    "alone (`corral start app.py --cwd DIR -i N`)")
+        first = command_name(spec.script)
+        return f"{first} is neither (a Python console script or interpreter would be)"
+    what = os.path.basename(spec.exec_path or spec.script)
+    return f"{what} is neither"
+
+
+def gunicorn_note(spec: AppSpec) -> str | None:
+    """gunicorn under -i N: N masters, each with its own workers."""
+    program = spec.script if spec.kind == "module" else os.path.basename(
+        spec.exec_path or (spec.script.split() or [""])[0])
+    if program != "gunicorn" or spec.instances < 2:
+        return None
+    return (f"{spec.name}: gunicorn runs its own workers: -i {spec.instances} starts "
+            f"{spec.instances} gunicorn masters, each with its workers. Prefer one instance "
+            "with gunicorn's -w N (`corral start \"gunicorn -w 4 app:app\" --kill-signal "
+            "SIGTERM`)")
 
 
 def _abs_log_path(path: str, cwd: str) -> str:

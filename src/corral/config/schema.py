@@ -378,6 +378,13 @@ def normalize_app(app: Any, index: int, source: str, env_name: str | None) -> No
                         )
             continue
         name = canonical(key)
+        if key in ("node_args", "nodeArgs"):  # node's flags: for an app node runs (_build)
+            try:
+                options["_node_args"] = to_args(value)
+            except BadValue as exc:
+                raise EcosystemError(
+                    f"{source}: {label}: key {key!r}: {exc} (got {value!r})") from None
+            continue
         if name is None:
             if key in IGNORED:
                 why = IGNORED_WHY.get(key, "it is specific to Node or PM2 Plus")

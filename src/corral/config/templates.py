@@ -20,7 +20,9 @@ apps = [
         "script": "app.py",              # a script, a binary, or a "shell command"
         # "interpreter": ".venv/bin/python",  # default: the Python that runs corral
         "args": [],                       # arguments for the script
-        "instances": 1,                   # N, "max" (one per CPU) or -1 (CPUs - 1)
+        # "instances": 4,                 # a web app on 4 cores, one port: cluster mode
+        # "exec_mode": "fork",            # with instances: N separate processes, for a
+        #                                 # worker that serves no port (a queue consumer)
         "env": {"APP_ENV": "development"},
         "env_production": {"APP_ENV": "production"},
         "autorestart": True,
@@ -44,7 +46,8 @@ name = "web"
 script = "app.py"               # a script, a binary, or a "shell command"
 # interpreter = ".venv/bin/python"   # default: the Python that runs corral
 args = []
-instances = 1                   # N, "max" (one per CPU) or -1 (CPUs - 1)
+# instances = 4                 # a web app on 4 cores, one port: cluster mode
+# exec_mode = "fork"            # with instances: N separate processes (a worker)
 autorestart = true
 max_restarts = 16               # unstable restarts before "errored"
 min_uptime = "1s"
@@ -67,7 +70,8 @@ apps:
   - name: web
     script: app.py              # a script, a binary, or a "shell command"
     # interpreter: .venv/bin/python
-    instances: 1                # N, max (one per CPU) or -1 (CPUs - 1)
+    # instances: 4              # a web app on 4 cores, one port: cluster mode
+    # exec_mode: fork           # with instances: N separate processes (a worker)
     autorestart: true
     max_restarts: 16
     min_uptime: 1s
@@ -86,7 +90,8 @@ JSON = '''\
     {
       name: "web",
       script: "app.py",
-      instances: 1,
+      // instances: 4,          // a web app on 4 cores, one port: cluster mode
+      // exec_mode: "fork",     // with instances: N separate processes (a worker)
       autorestart: true,
       max_restarts: 16,
       min_uptime: "1s",

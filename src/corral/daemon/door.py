@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 from corral.daemon.peer import peer_uid
 from corral.model.validate import quote
+from corral.store.home import unix_address
 
 log = logging.getLogger("corral.daemon")
 
@@ -41,10 +42,13 @@ class Door:
             pass
         door = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         old_umask = os.umask(0o177)
+        address, dir_fd = unix_address(path)  # a home of any length
         try:
-            door.bind(path)
+            door.bind(address)
         finally:
             os.umask(old_umask)
+            if dir_fd is not None:
+                os.close(dir_fd)
         door.listen(64)
         door.setblocking(False)
         self.door = door

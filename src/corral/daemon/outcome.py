@@ -37,13 +37,29 @@ class Mark:
     """Where an instance stood before the operation: its unasked exits, its error log's
     size."""
 
-    def __init__(self, inst: Instance) -> None:
-        self.crashes = inst.crashes
-        self.err_size = inst.files[1].size if len(inst.files) > 1 else 0
+    def __init__(self, inst: Instance | None = None) -> None:
+        self.crashes = inst.crashes if inst is not None else 0
+        self.err_size = inst.files[1].size if inst is not None and len(inst.files) > 1 else 0
+
+    def to_wire(self) -> list[int]:
+        return [self.crashes, self.err_size]
+
+    @classmethod
+    def from_wire(cls, value: list[int]) -> Mark:
+        """A mark a client got with `--no-wait` and hands back to `outcome`."""
+        made = cls()
+        if isinstance(value, list) and len(value) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+            made.crashes, made.err_size = value
+        return made
 
 
 def mark(instances: list[Instance]) -> dict[int, Mark]:
     return {inst.record.pm_id: Mark(inst) for inst in instances}
+
+
+def marks_to_wire(marks: dict[int, Mark]) -> dict[str, list[int]]:
+    return {str(pm_id): m.to_wire() for pm_id, m in marks.items()}
 
 
 def fork_window_ms(inst: Instance) -> int:
@@ -142,7 +158,14 @@ def tail(path: str, since: int) -> list[str]:
                 pass
         if line.strip():
             lines.append(line[:LINE_CHARS])
-    return lines[-TAIL_LINES:]
+    runs: list[list[Any]] = []  # a crash loop writes the same line again and again
+    for line in lines:
+        if runs and runs[-1][0] == line:
+            runs[-1][1] += 1
+        else:
+            runs.append([line, 1])
+    return [text if count == 1 else f"{text}   (×{count})"
+            for text, count in runs][-TAIL_LINES:]
 
 
 def hint(inst: Instance, lines: list[str], everyone: list[Instance]) -> str | None:

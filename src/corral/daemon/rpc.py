@@ -13,6 +13,7 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any
 
+from corral.daemon.web.events import last_line
 from corral.model.apps import is_node_app
 from corral.model.errors import CorralError
 from corral.model.names import default_policy
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("corral.daemon")
 
 MAX_TARGET_CHARS = 4096  # a target word: a name, an id, a namespace or a script path
+# `list` with brief (the CLI's table): the settings the table shows (client/render.py
+# table_rows, crash_notes); the rest of the spec is 60 % of a row's bytes to encode and decode
+BRIEF_SPEC_KEYS = ("name", "namespace", "exec_mode")
 
 # what `restart`/`reload` options may change of a registered app (PM2's attribute update):
 # everything `start` sets except what makes it another program or other instances
@@ -72,14 +76,16 @@ class Rpc:
     def reopen_logs(self) -> int:
         raise NotImplementedError  # the Daemon's
 
-    def view(self, with_env: bool = False) -> list[dict[str, Any]]:
+    def view(self, with_env: bool = False, brief: bool = False) -> list[dict[str, Any]]:
         instances = sorted(self.supervisor.instances.values(), key=lambda i: i.record.pm_id)
         roots = {i.record.pid: i.record.pid_create_time for i in instances if i.record.pid}
         sampled = self.metrics.collect(roots)
         rows = []
         for inst in instances:
             data = inst.record.to_dict()
-            if not with_env:
+            if brief:
+                data["spec"] = {k: data["spec"][k] for k in BRIEF_SPEC_KEYS}
+            elif not with_env:
                 data["spec"]["env"] = {}
             cpu, memory = sampled.get(inst.record.pid, (0.0, 0))
             data["monit"] = {"cpu": cpu, "memory": memory}
@@ -94,6 +100,14 @@ class Rpc:
             if is_node_app(inst.record.spec):
                 values["NODE_APP_INSTANCE"] = str(inst.record.instance_index)
             data["instance_values"] = values  # no secrets: shown even without --env
+            # a crash loop (short runs, the last one recent), or its end in `errored`: the
+            # app's last error line, for list and describe
+            rec = inst.record
+            looping = rec.unstable_restarts and (
+                rec.status != "online"
+                or time.time() * 1000 - rec.pm_uptime < rec.spec.min_uptime_ms + 5000)
+            data["last_error_line"] = last_line(rec.err_log_path) if (
+                looping or rec.status == "errored") else None
             rows.append(data)
         return rows
 
@@ -120,8 +134,8 @@ class Rpc:
     async def rpc_ping(self) -> str:
         return "pong"
 
-    async def rpc_list(self, env: bool = False) -> list[dict[str, Any]]:
-        return self.view(with_env=env)
+    async def rpc_list(self, env: bool = False, brief: bool = False) -> list[dict[str, Any]]:
+        return self.view(with_env=env, brief=brief)
 
     async def rpc_start(self, apps: list[dict[str, Any]], wait: bool = True
                         ) -> dict[str, Any]:
@@ -152,8 +166,8 @@ class Rpc:
             await asyncio.gather(*(self.supervisor.delete(table[i]) for i in started
                                    if i in table), return_exceptions=True)
             raise
-        failed = await self._outcome(started, self._marks(started), wait)
-        return {"started": started, "failed": failed, "list": self.view()}
+        found = await self._outcome(started, self._marks(started), wait)
+        return {"started": started, **found, "list": self.view()}
 
     def _check_room(self, specs: list[AppSpec], count: int | None = None) -> None:
         """Refuse a start that would exhaust the daemon's file descriptors (daemon/limits.py):
@@ -179,19 +193,30 @@ class Rpc:
         return outcome.mark([table[i] for i in ids if i in table])
 
     async def _outcome(self, ids: list[int], marks: dict[int, Any], wait: bool
-                       ) -> list[dict[str, Any]]:
+                       ) -> dict[str, Any]:
         """Wait for the instances just launched (cluster: until they listen; fork: their
-        first moments), then say which failed and why (daemon/outcome.py). wait=False
-        (`--no-wait`): return at once."""
+        first moments), then say which failed and why: {"failed": [...]}
+        (daemon/outcome.py). wait=False (`--no-wait`, or a client showing progress):
+        return at once, with the marks that `outcome` takes later."""
         from corral.daemon import outcome
 
         if not wait:
-            return []
+            return {"failed": [], "marks": outcome.marks_to_wire(marks)}
         table = self.supervisor.instances
         instances = [table[i] for i in ids if i in table]
         await self.supervisor.settled(instances)
         await outcome.wait(instances)
-        return outcome.failures(instances, marks, list(table.values()))
+        return {"failed": outcome.failures(instances, marks, list(table.values()))}
+
+    async def rpc_outcome(self, marks: dict[str, list[int]]) -> dict[str, Any]:
+        """The outcome of instances launched without waiting (marks from start, apply or
+        restart with wait=False): as a waiting start would have said it."""
+        from corral.daemon import outcome
+
+        ids = [int(k) for k in marks if k.isdigit()]
+        found = {int(k): outcome.Mark.from_wire(v) for k, v in marks.items() if k.isdigit()}
+        result = await self._outcome(ids, found, True)
+        return {**result, "list": self.view()}
 
     def _add_instances(self, spec: AppSpec, count: int) -> list[int]:
         """Register `count` new instances of spec and launch them (unless autostart is off)."""
@@ -262,10 +287,10 @@ class Rpc:
                 started += self._add_instances(spec, spec.instances - len(existing))
         marks = self._marks(started + restarted)
         await asyncio.gather(*jobs)
-        failed = await self._outcome(started + restarted, marks, wait)
+        found = await self._outcome(started + restarted, marks, wait)
         self.schedule_save()
         return {"started": started, "restarted": restarted, "untouched": untouched,
-                "failed": failed, "list": self.view()}
+                **found, "list": self.view()}
 
     async def _each(self, targets: list[dict[str, Any]], action: str) -> dict[str, Any]:
         instances = self.resolve(targets)
@@ -401,8 +426,8 @@ class Rpc:
         if toggle_watch:
             for inst in instances:
                 self.supervisor.triggers.watch(inst)
-        failed = await self._outcome(ids, marks, wait)
-        return {"ids": ids, "notes": notes, "failed": failed, "list": self.view()}
+        found = await self._outcome(ids, marks, wait)
+        return {"ids": ids, "notes": notes, **found, "list": self.view()}
 
     def _toggle_watch(self, instances: list[Instance]) -> None:
         for name in {i.record.spec.name for i in instances}:
@@ -566,6 +591,15 @@ class Rpc:
         path = dump.write(self.home, data, force)
         log.info("saved %d app(s) to %s", len(data["apps"]), path)
         return {"path": path, "apps": [a["spec"]["name"] for a in data["apps"]]}
+
+    async def rpc_saved(self) -> dict[str, Any]:
+        """Does the saved list still match the apps? in_sync: None when nothing was
+        saved (`list` then says nothing), else True or False."""
+        from corral.store import dump
+
+        return {"in_sync": dump.in_sync(self.home, (i.record for i in
+                                                    self.supervisor.instances.values())),
+                "path": dump.dump_path(self.home)}
 
     async def rpc_kill(self) -> dict[str, Any]:
         """Every app, then the daemon (handle() ends it even when the client has gone).

@@ -436,7 +436,10 @@ class Runtime(Daemon):
         await self.cleared.wait()
         if self.stopping:
             return
-        argv = [sys.executable, "-m", "corral", "start", *self.options.start_args]
+        # --no-wait: an app that exits at once is the runtime's to judge (_check_exit),
+        # not a failed start
+        argv = [sys.executable, "-m", "corral", "start", "--no-wait",
+                *self.options.start_args]
         env = dict(os.environ, CORRAL_HOME=self.home.root)
         try:
             self.starter = await asyncio.create_subprocess_exec(

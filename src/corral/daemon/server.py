@@ -32,7 +32,7 @@ from corral.model.states import ONLINE, RUNNING, WAITING
 from corral.model.validate import check_params, quote
 from corral.model.version import __version__
 from corral.model.wire import encode, error_frame
-from corral.store.home import Home, home_from_env
+from corral.store.home import Home, home_from_env, unix_address
 from corral.store.state import read_state, write_state
 
 log = logging.getLogger("corral.daemon")
@@ -121,10 +121,13 @@ class Daemon(Rpc, Handover, Door, Following):
         except FileNotFoundError:
             pass
         old_umask = os.umask(0o177)
+        address, dir_fd = unix_address(self.home.socket)  # a home of any length
         try:
-            self.server = await asyncio.start_unix_server(self.handle, path=self.home.socket)
+            self.server = await asyncio.start_unix_server(self.handle, path=address)
         finally:
             os.umask(old_umask)
+            if dir_fd is not None:
+                os.close(dir_fd)
         os.chmod(self.home.socket, 0o600)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._signalled, sig)
@@ -274,14 +277,21 @@ class Daemon(Rpc, Handover, Door, Following):
                     await self.stream_logs(request, reader, writer)
                     return
             else:
-                try:
-                    response = await self.dispatch(request)
-                finally:
-                    if method == "kill":  # whatever happens to the client (issue 12.13)
-                        self.shutdown.set()
-            writer.write(encode(response))
-            await writer.drain()
-            if method == "kill":
+                response = await self.dispatch(request)
+            killed = method == "kill" and "result" in response
+            try:
+                frame = encode(response)
+            except (CorralError, ValueError) as exc:  # text no UTF-8 can carry
+                log.error("a reply to %s cannot be sent: %s", quote(method), exc)
+                frame = encode(error_frame(request.get("id", 0), "internal error: the reply "
+                                           f"cannot be encoded (see {self.home.daemon_log})", 2))
+            try:
+                writer.write(frame)
+                await writer.drain()
+            finally:
+                if killed:  # the daemon ends whatever happens to the client (issue 12.13)
+                    self.shutdown.set()
+            if killed:
                 return
             if method == "update" and self.updating:
                 self._exit_for_update()

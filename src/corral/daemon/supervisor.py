@@ -47,6 +47,7 @@ from corral.daemon.process import (
     wait_tree,
     watch_exit,
 )
+from corral.daemon.quietstop import quiet_path
 from corral.daemon.triggers import Triggers
 from corral.model import states
 from corral.model.apps import is_node_app
@@ -382,6 +383,11 @@ class Supervisor:
         # unbuffered output for every app, not only those corral knows to be Python: a shell
         # command or a console script may run Python too (PM2 #3076)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        if spec.kill_signal == "SIGINT" and env.get("CORRAL_QUIET_SIGINT") != "0":
+            # a plain script stopped with SIGINT exits without a KeyboardInterrupt
+            # traceback in its error log (daemon/quietstop.py)
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (quiet_path(self.home.root), env.get("PYTHONPATH")) if p)
         return env
 
     def cluster_of(self, spec: AppSpec) -> ClusterApp:
@@ -726,7 +732,7 @@ class Supervisor:
         if not done:
             log.info("%s (id %d): pid %d still alive after %s ms, SIGKILL", spec.name,
                      inst.record.pm_id, pid, spec.kill_timeout_ms)
-            tree = alive_in(tree) + descendants_or_none(pid)
+            tree = alive_in(tree) + descendants_or_none(pid, max_age_s=0)
             signal_tree(pid, tree, signal.SIGKILL)
             await wait_tree(self.loop, proc, tree, timeout)
         return not proc.alive
@@ -938,7 +944,7 @@ class Supervisor:
         tree = descendants_or_none(proc.pid)
         signal_tree(proc.pid, tree, signal.SIGTERM)
         if not await wait_tree(self.loop, proc, tree, 5.0):
-            signal_tree(proc.pid, alive_in(tree) + descendants_or_none(proc.pid),
+            signal_tree(proc.pid, alive_in(tree) + descendants_or_none(proc.pid, 0),
                         signal.SIGKILL)
 
     async def _stop_others(self, inst: Instance, procs: list[Proc]) -> None:

@@ -27,20 +27,42 @@ def is_python_file(path: str) -> bool:
     return first.startswith(b"#!") and b"python" in first
 
 
+def is_python_program(path: str) -> bool:
+    """A Python interpreter, by its name: python, python3, python3.12, pypy3."""
+    name = os.path.basename(path)
+    for prefix in ("python", "pypy"):
+        if name.startswith(prefix):
+            rest = name[len(prefix):]
+            return not rest or rest.replace(".", "").isdigit()
+    return False
+
+
+def shell_program(spec: AppSpec) -> str | None:
+    """The program a shell command runs first (its path, if found in PATH)."""
+    try:
+        words = shlex.split(spec.script)
+    except ValueError:
+        return None
+    while words and "=" in words[0].split("/")[0]:  # VAR=value before the program
+        words.pop(0)
+    if not words:
+        return None
+    first = words[0]
+    return shutil.which(first, path=os.path.dirname(spec.interpreter or "") or None) \
+        or shutil.which(first)
+
+
 def is_python_app(spec: AppSpec) -> bool:
-    """Is it Python (can it run as cluster workers through our bootstrap)?"""
+    """Is it Python (can it run as cluster workers through our bootstrap)? A script or
+    module run by Python, a console script (#! python), or a Python interpreter given as
+    the program (`python3 -m http.server 8000`, `python app.py`)."""
     if spec.kind == "module" or spec.is_python:
         return True
     if spec.kind == "shell":
-        try:
-            first = shlex.split(spec.script)[0]
-        except (ValueError, IndexError):
-            return False
-        path = shutil.which(first, path=os.path.dirname(spec.interpreter or "") or None) \
-            or shutil.which(first)
-        return path is not None and is_python_file(path)
+        path = shell_program(spec)
+        return path is not None and (is_python_file(path) or is_python_program(path))
     if spec.kind == "binary":
-        return is_python_file(spec.exec_path)
+        return is_python_file(spec.exec_path) or is_python_program(spec.exec_path)
     return False
 
 
@@ -73,13 +95,13 @@ def shebang_python(path: str) -> str | None:
 
 
 def worker_python(spec: AppSpec, default: str) -> str:
-    """Which Python runs the bootstrap: the app's interpreter, or its console script's."""
+    """Which Python runs the bootstrap: the app's interpreter, its console script's, or
+    the interpreter that is the program (`python3 -m http.server`)."""
     if spec.kind in ("script", "module"):
         return spec.interpreter or default
     program = spec.exec_path
     if spec.kind == "shell":
-        try:
-            program = shutil.which(shlex.split(spec.script)[0]) or ""
-        except (ValueError, IndexError):
-            program = ""
+        program = shell_program(spec) or ""
+    if program and is_python_program(program):
+        return program
     return (shebang_python(program) if program else None) or default

@@ -202,6 +202,10 @@ def _text_problem(value: Any) -> str | None:
             return "holds a NUL character"
         if len(text) > MAX_TEXT_CHARS:
             return f"is {len(text)} characters long; at most {MAX_TEXT_CHARS}"
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # a lone surrogate (\ud800): no reply could carry it
+            return "is not valid UTF-8 text"
     return None
 
 

@@ -48,6 +48,35 @@ def build(records: Iterable[InstanceRecord]) -> dict[str, Any]:
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "apps": list(apps.values())}
 
 
+_SAVED: dict[str, Any] = {}  # the last dump read by in_sync(): its (mtime, size) and key
+
+
+def _key(apps: list[dict[str, Any]]) -> str:
+    """What makes two saved lists the same for `resurrect`: each app's settings, number
+    of instances and stopped flag (not what a start or a resurrect sets by itself)."""
+    entries = []
+    for entry in apps:
+        spec = {k: v for k, v in entry["spec"].items()
+                if k not in ("force", "autostart", "instances")}
+        entries.append([spec, entry["instances"], entry.get("stopped", False)])
+    return json.dumps(entries, sort_keys=True, default=str)
+
+
+def in_sync(home: Home, records: Iterable[InstanceRecord]) -> bool | None:
+    """None when nothing was saved (or the save cannot be read); else whether `corral
+    save` now would save the same list (`list` says so when not, as PM2 does)."""
+    path = dump_path(home)
+    try:
+        st = os.stat(path)
+        stamp = (st.st_mtime_ns, st.st_size)
+        if _SAVED.get("stamp") != stamp:
+            _SAVED.update(stamp=stamp, key=_key(_parse(path)["apps"]))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    current = json.loads(json.dumps(build(records)["apps"], default=str))  # as read back
+    return bool(_key(current) == _SAVED["key"])
+
+
 def write(home: Home, data: dict[str, Any], force: bool = False) -> str:
     """Write the dump atomically (temp file, fsync, rename); the old one becomes .bak."""
     path = dump_path(home)

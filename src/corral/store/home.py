@@ -90,6 +90,21 @@ def open_own(path: str) -> int:
     return fd
 
 
+SUN_PATH_MAX = 107  # bytes of an AF_UNIX socket path (Linux's sun_path is 108, NUL included)
+
+
+def unix_address(path: str) -> tuple[str, int | None]:
+    """Where to bind or connect the AF_UNIX socket `path`, whatever its length: the path
+    itself, or past SUN_PATH_MAX its folder opened (O_PATH) and reached through
+    /proc/self/fd/N/NAME, so that a CORRAL_HOME of any length works. The caller closes
+    the fd (the second item, None for a short path) once bind() or connect() returned.
+    corral.cluster.child has its own copy (it imports nothing of corral)."""
+    if len(os.fsencode(path)) <= SUN_PATH_MAX:
+        return path, None
+    fd = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return f"/proc/self/fd/{fd}/{os.path.basename(path)}", fd
+
+
 def home_from_env(environ: dict[str, str] | None = None) -> Home:
     env = os.environ if environ is None else environ
     root = env.get("CORRAL_HOME") or os.path.join(os.path.expanduser("~"), ".corral")

@@ -1,0 +1,487 @@
+#!/usr/bin/env python3
+"""Scale benchmark (issue 17): 1,000 apps in corral and in PM2, in one run.
+
+    python bench/scale.py                 # 1,000 apps per manager, about 10-15 minutes
+    python bench/scale.py --apps 300      # another size
+    python bench/scale.py --quick         # 100 apps, 5 CLI runs, 10 s idle window
+
+What it does:
+  * makes a temp folder; installs PM2 from npm (`npm install --prefix <tmp>/pm2 pm2@7`)
+    and corral, non-editable, into a fresh venv (a copy of this repository's working tree),
+    as bench/core.py does;
+  * writes one ecosystem file of N apps (`ecosystem.json`, PM2's JSON format, which both
+    read): app0..app<N-1>, each the same tiny idle Python script run by the venv's Python;
+    each app writes a stamp file named after its pid when it starts;
+  * runs the managers one after the other (corral, then PM2; `--order` to change), so that
+    at most N apps run at once (1,000 Python processes are about 8 GB of RSS). For each:
+      1. starts its daemon (`ping`); `start` of a 10-app file, then `list` / `jlist` with 10
+         apps, interleaved with `python -c pass` (the floor), then `delete all`;
+      2. `start ecosystem.json` (N apps): the CLI call's wall time, the time until every app
+         has written its stamp, and until the manager lists every app `online`;
+      3. after 5 s: `list` and `jlist` with N apps (interleaved with `python -c pass`);
+      4. the daemon's RSS and CPU over an idle window (30 s), its open fds (/proc/<pid>/fd,
+         by kind) and the fds per app;
+      5. `delete all`: the call's wall time and the time until every app process is gone;
+      6. `kill`, then SIGKILL of any recorded pid still running a program of the temp folder;
+  * prints medians (min-max), ratios corral/PM2 and the goal (`list` with N apps <= 2x its
+    10-app time); writes every raw sample to bench/out/scale-<timestamp>.json.
+
+Standard library only; Linux only (it reads /proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from typing import Any
+
+from common import (
+    CLK_TCK,
+    BenchError,
+    ManagerBench,
+    add_end_options,
+    alive,
+    bench_env,
+    cmdline,
+    cpu_seconds,
+    fmt,
+    git_info,
+    install_corral,
+    install_pm2,
+    kill_leftovers,
+    kill_managers,
+    machine_info,
+    new_parser,
+    remove_tmp,
+    rss_mib,
+    run_bench,
+    run_cmd,
+    save_results,
+    say,
+    sched_cpu_seconds,
+    stamped_pids,
+    summary,
+    unmet_needs,
+    venv_versions,
+)
+
+# The app both managers run: it writes time.time() into a file named after its pid (then
+# renames it, so a reader never sees half of it), then sleeps.
+APP_SOURCE = '''\
+import os
+import time
+
+t = time.time()
+d = os.environ.get("BENCH_STAMP_DIR")
+if d:
+    path = os.path.join(d, str(os.getpid()))
+    with open(path + ".tmp", "w") as f:
+        f.write(repr(t))
+    os.rename(path + ".tmp", path)
+while True:
+    time.sleep(3600)
+'''
+
+SMALL = 10  # the apps of the small list, the reference of the goal
+MANAGERS = ("corral", "pm2")
+
+
+def system_busy() -> tuple[int, int]:
+    """(busy, total) ticks of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = values
+    busy = user + nice + system + irq + softirq + steal
+    return busy, busy + idle + iowait
+
+
+class Busy:
+    """How busy the whole machine was (in cores) between start() and stop()."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.b0 = system_busy()[0]
+
+    def cores(self) -> float:
+        elapsed = time.monotonic() - self.t0
+        return (system_busy()[0] - self.b0) / CLK_TCK / elapsed if elapsed > 0 else 0.0
+
+
+def fd_kind(target: str, home: str) -> str:
+    """What one of a daemon's fds is, from its /proc/<pid>/fd link."""
+    if target.startswith(os.path.join(home, "pipes") + "/"):
+        return "FIFO (app stdout/stderr)"
+    if target.startswith(os.path.join(home, "logs") + "/"):
+        return "app log file"
+    if target == "anon_inode:[pidfd]":
+        return "pidfd (app exit)"
+    if target.startswith("socket:"):
+        return "socket"
+    if target.startswith("pipe:"):
+        return "pipe"
+    if target.startswith("anon_inode:"):
+        return target[len("anon_inode:"):].strip("[]")
+    if target.startswith(home + "/"):
+        return "home file: " + os.path.basename(target)
+    if target.startswith("/proc/"):
+        return "/proc/<pid>/" + os.path.basename(target)
+    return "other: " + target
+
+
+def fd_table(pid: int, home: str) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        kind = fd_kind(target, home)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
+
+
+class Bench(ManagerBench):
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args, "corral-scale-")
+        self.homes = {"corral": os.path.join(self.tmp, "corral_home"),
+                      "pm2": os.path.join(self.tmp, "pm2_home")}
+        self.app = os.path.join(self.tmp, "app", "app.py")
+        self.stamps = os.path.join(self.tmp, "stamps")
+        self.env = bench_env(["PYTHONDONTWRITEBYTECODE"], CORRAL_HOME=self.homes["corral"],
+                             PM2_HOME=self.homes["pm2"], PIP_DISABLE_PIP_VERSION_CHECK="1")
+        self.results: dict[str, Any] = {"managers": {}}
+        self.app_pids: set[int] = set()
+
+    # -- helpers
+
+    def run(self, argv: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return run_cmd(argv, env=self.env, timeout=timeout, cwd=self.tmp)
+
+    def timed(self, argv: list[str], timeout: float = 900) -> float:
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, env=self.env, stdin=subprocess.DEVNULL, cwd=self.tmp,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              timeout=timeout)
+        elapsed = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise BenchError(f"{' '.join(argv)} exited {proc.returncode}: "
+                             f"{proc.stderr.decode(errors='replace')[-2000:]}")
+        return elapsed
+
+    def cli(self, manager: str) -> str:
+        return self.corral if manager == "corral" else self.pm2
+
+    def write_file(self, manager: str, label: str, count: int) -> str:
+        """An ecosystem file of `count` apps (PM2's JSON, read by both)."""
+        stamps = os.path.join(self.stamps, manager, label)
+        os.makedirs(stamps, exist_ok=True)
+        prefix = "s" if label == "small" else "app"
+        apps = [{"name": f"{prefix}{i}", "script": self.app, "interpreter": self.python,
+                 "env": {"BENCH_STAMP_DIR": stamps}} for i in range(count)]
+        path = os.path.join(self.tmp, f"{manager}-{label}", "ecosystem.json")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump({"apps": apps}, f, indent=1)
+        return path
+
+    def stamp_pids(self, manager: str, label: str) -> list[int]:
+        folder = os.path.join(self.stamps, manager, label)
+        return [int(e) for e in os.listdir(folder) if e.isdigit()]
+
+    def wait_stamps(self, manager: str, label: str, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.stamp_pids(manager, label)) < count:
+            if time.monotonic() > deadline:
+                raise BenchError(f"{manager}: {len(self.stamp_pids(manager, label))} of "
+                                 f"{count} apps started within {timeout:.0f} s")
+            time.sleep(0.05)
+        self.app_pids.update(self.stamp_pids(manager, label))
+
+    def online(self, manager: str) -> tuple[int, int]:
+        rows = json.loads(self.run([self.cli(manager), "jlist"], timeout=300).stdout)
+        return sum(r["pm2_env"]["status"] == "online" for r in rows), len(rows)
+
+    def wait_online(self, manager: str, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            online, total = self.online(manager)
+            if online == count == total:
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"{manager}: {online} of {total} apps online, expected "
+                                 f"{count}, after {timeout:.0f} s")
+            time.sleep(0.5)
+
+    def wait_gone(self, pids: list[int], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while any(alive(p) and self.app in cmdline(p) for p in pids):
+            if time.monotonic() > deadline:
+                raise BenchError(f"app processes still alive {timeout:.0f} s after "
+                                 "`delete all`")
+            time.sleep(0.05)
+
+    def bench_cli(self, manager: str, runs: int, warmups: int) -> dict[str, list[float]]:
+        """`list` and `jlist`, interleaved with `python -c pass`, shuffled in each round."""
+        table = {"python -c pass": [self.python, "-c", "pass"],
+                 "list": [self.cli(manager), "list"], "jlist": [self.cli(manager), "jlist"]}
+        samples: dict[str, list[float]] = {name: [] for name in table}
+        samples["busy_cores"] = []
+        samples["loadavg"] = []
+        rng = random.Random(17)
+        for round_no in range(warmups + runs):
+            order = list(table)
+            rng.shuffle(order)
+            busy = Busy()
+            elapsed = {name: self.timed(table[name], timeout=300) for name in order}
+            if round_no >= warmups:
+                for name, value in elapsed.items():
+                    samples[name].append(value)
+                samples["busy_cores"].append(busy.cores())
+                samples["loadavg"].append(os.getloadavg()[0])
+        return samples
+
+    def daemon_pid(self, manager: str) -> int:
+        path = os.path.join(self.homes[manager], f"{manager}.pid")
+        with open(path) as f:
+            pid = int(f.read().strip())
+        if not alive(pid) or self.tmp not in cmdline(pid):
+            raise BenchError(f"{manager} daemon pid {pid} is not ours: {cmdline(pid)!r}")
+        self.daemon_pids[manager] = pid
+        return pid
+
+    def sample_daemon(self, pid: int, seconds: float) -> dict[str, list[float]]:
+        series: dict[str, list[float]] = {"t": [], "rss_mib": [], "cpu_s": [],
+                                          "sched_cpu_s": []}
+        t0 = time.monotonic()
+        n = 0
+        while True:
+            now = time.monotonic() - t0
+            series["t"].append(now)
+            series["rss_mib"].append(rss_mib(pid))
+            series["cpu_s"].append(cpu_seconds(pid))
+            series["sched_cpu_s"].append(sched_cpu_seconds(pid))
+            n += 1
+            if now >= seconds - 1e-6:
+                return series
+            time.sleep(max(0.0, t0 + n - time.monotonic()))
+
+    # -- set-up
+
+    def setup(self) -> None:
+        a = self.args
+        say(f"temp folder {self.tmp}")
+        os.makedirs(os.path.dirname(self.app))
+        with open(self.app, "w") as f:
+            f.write(APP_SOURCE)
+        pm2_version = "-"
+        if "pm2" in a.managers:
+            pm2_version = install_pm2(self.run, self.pm2_prefix, a.pm2_version)
+        say("python -m venv + pip install (non-editable) ...")
+        install_corral(self.run, self.tmp, self.venv)
+        info = venv_versions(self.run, self.venv)
+        node = self.run(["node", "--version"]).stdout.strip()
+        self.results["machine"] = machine_info() | {
+            "python": info[0], "node": node, "pm2": pm2_version, "corral": info[1],
+            "corral_git": git_info(with_files=True)}
+        self.results["settings"] = {"apps": a.apps, "small": SMALL, "runs": a.runs,
+                                    "idle_s": a.idle, "order": a.managers}
+        say(f"python {info[0]}, node {node}, pm2 {pm2_version}, corral {info[1]}")
+
+    # -- one manager
+
+    def bench_manager(self, manager: str) -> dict[str, Any]:
+        a = self.args
+        exe = self.cli(manager)
+        out: dict[str, Any] = {}
+        self.results["managers"][manager] = out
+        self.run([exe, "ping"], timeout=60)
+        pid = self.daemon_pid(manager)
+        say(f"{manager}: daemon pid {pid}")
+
+        say(f"{manager}: {SMALL} apps, `list` / `jlist` x {a.runs}")
+        self.run([exe, "start", self.write_file(manager, "small", SMALL)], timeout=300)
+        self.wait_stamps(manager, "small", SMALL, 60)
+        self.wait_online(manager, SMALL, 60)
+        time.sleep(2)
+        out["cli_small"] = self.bench_cli(manager, a.runs, 2)
+        small_pids = self.stamp_pids(manager, "small")
+        self.timed([exe, "delete", "all"])
+        self.wait_gone(small_pids, 60)
+
+        path = self.write_file(manager, "large", a.apps)
+        time.sleep(2)
+        say(f"{manager}: `start` of {a.apps} apps")
+        busy = Busy()
+        t0 = time.perf_counter()
+        out["start_call_s"] = self.timed([exe, "start", path])
+        self.wait_stamps(manager, "large", a.apps, 900)
+        out["start_all_stamped_s"] = time.perf_counter() - t0
+        self.wait_online(manager, a.apps, 900)
+        out["start_all_online_s"] = time.perf_counter() - t0
+        out["start_busy_cores"] = busy.cores()
+        say(f"{manager}: start call {out['start_call_s']:.2f} s, every app started "
+            f"{out['start_all_stamped_s']:.2f} s, online {out['start_all_online_s']:.2f} s")
+
+        time.sleep(5)
+        say(f"{manager}: {a.apps} apps, `list` / `jlist` x {a.runs}")
+        out["cli_large"] = self.bench_cli(manager, a.runs, 1)
+        say(f"{manager}: idle window {a.idle:.0f} s")
+        time.sleep(3)
+        busy = Busy()
+        out["idle"] = self.sample_daemon(pid, a.idle)
+        out["idle_busy_cores"] = busy.cores()
+        out["fds"] = fd_table(pid, self.homes[manager])
+        out["fds_total"] = sum(out["fds"].values())
+        out["threads"] = len(os.listdir(f"/proc/{pid}/task"))
+
+        say(f"{manager}: `delete all` of {a.apps} apps")
+        large_pids = self.stamp_pids(manager, "large")
+        busy = Busy()
+        t0 = time.perf_counter()
+        out["delete_call_s"] = self.timed([exe, "delete", "all"])
+        self.wait_gone(large_pids, 300)
+        out["delete_all_gone_s"] = time.perf_counter() - t0
+        out["delete_busy_cores"] = busy.cores()
+        out["rss_after_delete_mib"] = rss_mib(pid)
+        say(f"{manager}: delete call {out['delete_call_s']:.2f} s, every app gone "
+            f"{out['delete_all_gone_s']:.2f} s")
+        kill_managers([exe], self.env, cwd=self.tmp)
+        kill_leftovers({pid} | set(large_pids) | set(small_pids), self.tmp)
+        return out
+
+    def main(self) -> dict[str, Any]:
+        self.setup()
+        for manager in self.args.managers:
+            self.bench_manager(manager)
+        return self.results
+
+    def cleanup(self) -> None:
+        say("cleanup: corral kill, pm2 kill, then any recorded pid left")
+        kill_managers([self.corral, self.pm2], self.env, cwd=self.tmp)
+        pids = set(self.daemon_pids.values()) | self.app_pids | stamped_pids(self.stamps)
+        self.results["leftover_pids_killed"] = kill_leftovers(pids, self.tmp)
+        remove_tmp(self.tmp, self.args.keep)
+
+
+# ---- report ----------------------------------------------------------------------------------
+
+def report(r: dict[str, Any]) -> str:
+    ms = lambda xs: [x * 1000 for x in xs]  # noqa: E731
+    n = r["settings"]["apps"]
+    m = r["managers"]
+    names = [x for x in MANAGERS if x in m]
+    lines = ["", f"| measure | {' | '.join(names)} |"
+             + (" ratio corral/PM2 |" if len(names) == 2 else ""),
+             "|---|" + "---|" * (len(names) + (1 if len(names) == 2 else 0))]
+
+    def row(what: str, values: dict[str, list[float] | float], digits: int) -> None:
+        cells, medians = [], []
+        for name in names:
+            v = values[name]
+            if isinstance(v, list):
+                s = summary(v)
+                cells.append(fmt(s, digits) if len(v) > 1 else f"{s['median']:.{digits}f}")
+                medians.append(s["median"])
+            else:
+                cells.append(f"{v:.{digits}f}")
+                medians.append(v)
+        ratio = ""
+        if len(names) == 2:
+            ratio = f" {medians[0] / medians[1]:.2f} |" if medians[1] else " n/a |"
+        lines.append(f"| {what} | {' | '.join(cells)} |{ratio}")
+
+    row(f"`start` of {n} apps, the call (s)", {k: m[k]["start_call_s"] for k in names}, 2)
+    row(f"`start` of {n} apps, until every app has started (s)",
+        {k: m[k]["start_all_stamped_s"] for k in names}, 2)
+    row(f"`start` of {n} apps, until all are listed online (s)",
+        {k: m[k]["start_all_online_s"] for k in names}, 2)
+    row(f"`list`, {SMALL} apps (ms)", {k: ms(m[k]["cli_small"]["list"]) for k in names}, 1)
+    row(f"`list`, {n} apps (ms)", {k: ms(m[k]["cli_large"]["list"]) for k in names}, 1)
+    row(f"`jlist`, {SMALL} apps (ms)", {k: ms(m[k]["cli_small"]["jlist"]) for k in names}, 1)
+    row(f"`jlist`, {n} apps (ms)", {k: ms(m[k]["cli_large"]["jlist"]) for k in names}, 1)
+    row("`python -c pass` in the same rounds (ms)",
+        {k: ms(m[k]["cli_small"]["python -c pass"] + m[k]["cli_large"]["python -c pass"])
+         for k in names}, 1)
+    row(f"daemon RSS, {n} apps idle (MiB)", {k: m[k]["idle"]["rss_mib"] for k in names}, 1)
+    span = r["settings"]["idle_s"]
+    row(f"daemon CPU, {n} apps idle, utime+stime over {span:.0f} s (s)",
+        {k: m[k]["idle"]["cpu_s"][-1] - m[k]["idle"]["cpu_s"][0] for k in names}, 2)
+    row(f"daemon CPU, {n} apps idle, schedstat over {span:.0f} s (ms)",
+        {k: 1000 * (m[k]["idle"]["sched_cpu_s"][-1] - m[k]["idle"]["sched_cpu_s"][0])
+         for k in names}, 1)
+    row("daemon fds per app", {k: m[k]["fds_total"] / n for k in names}, 2)
+    row(f"`delete all` of {n} apps, the call (s)", {k: m[k]["delete_call_s"] for k in names}, 2)
+    row(f"`delete all` of {n} apps, until every app is gone (s)",
+        {k: m[k]["delete_all_gone_s"] for k in names}, 2)
+
+    lines.append("")
+    for name in names:
+        small = summary(m[name]["cli_small"]["list"])["median"]
+        large = summary(m[name]["cli_large"]["list"])["median"]
+        verdict = ""
+        if name == "corral":
+            verdict = f" (goal <= 2x: {'holds' if large <= 2 * small else 'NOT MET'})"
+        lines.append(f"{name}: `list` with {n} apps / with {SMALL} apps = "
+                     f"{large / small:.2f}{verdict}")
+    for name in names:
+        fds = ", ".join(f"{k} {v}" for k, v in m[name]["fds"].items())
+        lines.append(f"{name} daemon fds ({m[name]['fds_total']} with {n} apps, "
+                     f"{m[name]['threads']} threads): {fds}")
+    for name in names:
+        x = m[name]
+        busy = [*x["cli_small"]["busy_cores"], *x["cli_large"]["busy_cores"]]
+        load = [*x["cli_small"]["loadavg"], *x["cli_large"]["loadavg"]]
+        lines.append(f"{name}: machine busy (cores, all processes) during the CLI rounds "
+                     f"{fmt(summary(busy), 2)}, load average {fmt(summary(load), 1)}; during "
+                     f"start {x['start_busy_cores']:.2f}, idle window "
+                     f"{x['idle_busy_cores']:.2f}, delete {x['delete_busy_cores']:.2f}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = new_parser(__doc__)
+    parser.add_argument("--apps", type=int, help="apps per manager (default 1000)")
+    parser.add_argument("--runs", type=int, help="timed CLI runs per command (default 10)")
+    parser.add_argument("--idle", type=float, help="idle window in seconds (default 30)")
+    parser.add_argument("--order", default="corral,pm2",
+                        help="managers, in the order they run (default corral,pm2; "
+                        "`corral` alone skips PM2)")
+    parser.add_argument("--quick", action="store_true",
+                        help="100 apps, 5 CLI runs, 10 s idle window (a smoke test)")
+    add_end_options(parser)
+    args = parser.parse_args()
+    args.apps = args.apps or (100 if args.quick else 1000)
+    args.runs = args.runs or (5 if args.quick else 10)
+    args.idle = args.idle or (10.0 if args.quick else 30.0)
+    args.managers = [x.strip() for x in args.order.split(",") if x.strip()]
+    if not args.managers or any(x not in MANAGERS for x in args.managers):
+        parser.error("--order: corral and/or pm2")
+    needs = ("node", "npm") if "pm2" in args.managers else ()
+    if unmet_needs("bench/scale.py", *needs):
+        return 2
+    results, failed = run_bench(Bench, args, "bench/scale.py", sys.argv[1:])
+    text = ""
+    if failed is None:
+        try:
+            text = report(results)
+        except Exception as exc:  # noqa: BLE001 - keep the raw results
+            failed = exc
+    status = save_results(results, failed, args.out, "scale")
+    if status is not None:
+        return status
+    mi = results["machine"]
+    print(f"\ncorral {mi['corral']} vs PM2 {mi['pm2']}; nproc {mi['nproc']}, python "
+          f"{mi['python']}, node {mi['node']}; whole run {results['wall_s']:.0f} s; load "
+          f"average at start {mi['loadavg_at_start'][0]:.2f}, at end "
+          f"{results['loadavg_at_end'][0]:.2f}")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
