@@ -34,6 +34,7 @@ import random
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from typing import Any
@@ -86,6 +87,17 @@ while True:
     time.sleep(3600)
 '''
 
+# pip's template for a console-script entry point (pip 23-25), for `corral.client.cli:main`
+PIP_WRAPPER = """#!{python}
+# -*- coding: utf-8 -*-
+import re
+import sys
+from corral.client.cli import main
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    sys.exit(main())
+"""
+
 MIN_UPTIME_S = 1.0  # both managers' default min_uptime
 KILL_GAP_S = 1.6  # each killed app has run at least this long (> min_uptime)
 
@@ -102,6 +114,8 @@ class Bench(ManagerBench):
         self.env = bench_env(["PYTHONDONTWRITEBYTECODE"], CORRAL_HOME=self.corral_home,
                              PM2_HOME=self.pm2_home, PIP_DISABLE_PIP_VERSION_CHECK="1")
         self.results: dict[str, Any] = {}
+        self.last_cpu_s = 0.0
+        self.pip_wrapper = os.path.join(self.tmp, "pip-wrapper", "corral")
 
     # -- helpers
 
@@ -110,13 +124,21 @@ class Bench(ManagerBench):
         return run_cmd(argv, env=env or self.env, timeout=timeout)
 
     def timed(self, argv: list[str]) -> float:
+        """Wall time of the command; its CPU time (user + system, from wait4) goes to
+        self.last_cpu_s."""
         t0 = time.perf_counter()
-        proc = subprocess.run(argv, env=self.env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        stderr = proc.stderr.read()
+        _pid, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - t0
+        proc.stderr.close()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        self.last_cpu_s = usage.ru_utime + usage.ru_stime
         if proc.returncode != 0:
             raise BenchError(f"{' '.join(argv)} exited {proc.returncode}: "
-                             f"{proc.stderr.decode(errors='replace')[-2000:]}")
+                             f"{stderr.decode(errors='replace')[-2000:]}")
         return elapsed
 
     def stamp_dir(self, manager: str, name: str) -> str:
@@ -142,6 +164,12 @@ class Bench(ManagerBench):
         say("python -m venv + pip install (non-editable) ...")
         install_corral(self.run, self.tmp, self.venv)
         info = venv_versions(self.run, self.venv, "psutil")
+        # the console-script wrapper pip generates for an entry point (corral's before
+        # issue 17: it imports re); an extra row of the 10-app round
+        os.makedirs(os.path.dirname(self.pip_wrapper))
+        with open(self.pip_wrapper, "w") as f:
+            f.write(PIP_WRAPPER.format(python=os.path.join(self.venv, "bin", "python3")))
+        os.chmod(self.pip_wrapper, 0o755)
         pyc = os.path.join(os.path.dirname(info[3]), "client", "__pycache__")
         if not any(n.startswith("cli.") and n.endswith(".pyc") for n in os.listdir(pyc)):
             raise BenchError(f"no compiled client/cli.*.pyc in {pyc}")
@@ -225,6 +253,7 @@ class Bench(ManagerBench):
             "pm2 list": [self.pm2, "list"],
             "corral jlist": [self.corral, "jlist"],
             "pm2 jlist": [self.pm2, "jlist"],
+            "corral list (pip's wrapper)": [self.pip_wrapper, "list"],
         }
         names = (["python -c pass", "node -e 0"] if with_floors else []) + commands
         samples: dict[str, list[float]] = {n: [] for n in names}
@@ -236,6 +265,7 @@ class Bench(ManagerBench):
                 elapsed = self.timed(table[name])
                 if round_no >= warmups:
                     samples[name].append(elapsed)
+                    samples.setdefault(f"{name} (cpu)", []).append(self.last_cpu_s)
         return samples
 
     # -- d. restart latency
@@ -313,7 +343,9 @@ class Bench(ManagerBench):
 
         say(f"a. `list` with 10 apps: {a.runs} runs each after 2 warm-ups, interleaved")
         self.results["cli_10_apps"] = self.bench_cli(a.runs, 2, True, [
-            "corral list", "pm2 list", "corral jlist", "pm2 jlist"])
+            "corral list", "pm2 list", "corral jlist", "pm2 jlist", "corral list (pip's wrapper)"])
+        if a.cli_only:
+            return self.results
 
         say(f"d. kill -9 -> replacement started: {a.reps} reps each, interleaved")
         self.results["restart"] = self.bench_restart(a.reps)
@@ -368,8 +400,33 @@ class Bench(ManagerBench):
 
 # ---- report ----------------------------------------------------------------------------------
 
+def floors_report(cli: dict[str, list[float]]) -> list[str]:
+    """`list` against the floors of the same rounds: wall time and CPU time, paired."""
+    ms = lambda xs: [x * 1000 for x in xs]  # noqa: E731
+    lines = []
+    for what in ("", " (cpu)"):
+        label = "wall time" if not what else "CPU time (user+sys, wait4)"
+        if f"python -c pass{what}" not in cli:
+            continue
+        floor = cli[f"python -c pass{what}"]
+        parts = [f"`{k}` {fmt(summary(ms(cli[k + what])), 1)} ms" for k in
+                 ("python -c pass", "node -e 0", "corral list", "corral jlist",
+                  "corral list (pip's wrapper)") if k + what in cli]
+        lines.append(f"{label}: " + ", ".join(parts))
+        for k in ("corral list", "corral jlist", "corral list (pip's wrapper)"):
+            if k + what in cli:
+                ratios = [a / b for a, b in zip(cli[k + what], floor)]
+                lines.append(f"  `{k}` / `python -c pass`, paired by round: "
+                             f"{fmt(summary(ratios), 2)}; ratio of medians "
+                             f"{summary(cli[k + what])['median'] / summary(floor)['median']:.2f}"
+                             f" (goal for list <= 2.0)")
+    return lines
+
+
 def report(r: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     rows: list[dict[str, Any]] = []
+    if "restart" not in r:  # --cli-only
+        return "\n".join(["", *floors_report(r["cli_10_apps"])]), rows
 
     def add(what: str, corral: list[float], pm2: list[float], unit: str, digits: int,
             goal_factor: float | None) -> None:
@@ -459,6 +516,7 @@ def report(r: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     lines.append("")
     lines.append("floors (10-app round, same runs): " + ", ".join(floors))
     lines.append(f"`list` ratio paired by round: {fmt(summary(ratios), 2)}")
+    lines += floors_report(cli)
     return "\n".join(lines), rows
 
 
@@ -469,6 +527,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, help="timed CLI runs per command (default 20)")
     parser.add_argument("--reps", type=int, help="kill -9 repetitions per manager (default 9)")
     parser.add_argument("--idle", type=float, help="idle window in seconds (default 30)")
+    parser.add_argument("--cli-only", action="store_true",
+                        help="only the `list` / `jlist` rounds with 10 apps and the floors")
     add_end_options(parser)
     args = parser.parse_args()
     args.runs = args.runs or (8 if args.quick else 20)
@@ -477,7 +537,7 @@ def main() -> int:
     if unmet_needs("bench/core.py"):
         return 2
 
-    results, failed = run_bench(Bench, args, "bench/core.py", ["--quick"] if args.quick else [])
+    results, failed = run_bench(Bench, args, "bench/core.py", sys.argv[1:])
     if failed is None:
         text, results["summary"] = report(results)
     status = save_results(results, failed, args.out, "core")

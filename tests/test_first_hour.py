@@ -205,6 +205,16 @@ def test_04_list_narrow_layouts(corral: Corral) -> None:
         out = corral.run("list", env=dict(corral.env, COLUMNS=str(width))).stdout
         assert max(len(line) for line in out.splitlines()) <= width, out
         assert "online" in out
+    # `list` stays fast: nothing heavy on its path
+    script = Path(sys.executable).parent / "corral"
+    command = [str(script)] if script.exists() else ["-m", "corral"]
+    proc = subprocess.run([sys.executable, "-X", "importtime", *command, "list"],
+                          env=dict(corral.env, COLUMNS="80"), capture_output=True,
+                          text=True, timeout=60)
+    loaded = set(re.findall(r"\|\s+([\w.]+)\s*$", proc.stderr, re.M))
+    heavy = loaded & {"typing", "json", "re", "argparse", "psutil", "textwrap", "difflib",
+                      "shutil", "socket", "corral.client.api"}
+    assert not heavy, sorted(heavy)
 
 
 # ---- 5. typos -----------------------------------------------------------------------------

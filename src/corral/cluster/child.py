@@ -25,6 +25,7 @@ import weakref
 from typing import Any
 
 from corral.cluster.events import EventEmitter
+from corral.cluster.iothread import start_helper
 from corral.cluster.ipc import Channel, ChannelClosed
 from corral.cluster.primary import ENV_IPC_FD, ENV_POLICY, ENV_WORKER_ID
 
@@ -117,8 +118,22 @@ class WorkerSide(EventEmitter):
         if not self.emit("disconnect"):
             # Node's worker exits once its servers are closed; a Python server loop does not
             # end by itself, so ask the app to stop as a Ctrl-C would
-            stop = os.environ.get(ENV_STOP_SIGNAL, "SIGINT")
-            os.kill(os.getpid(), getattr(signal, stop, signal.SIGINT))
+            stop = getattr(signal, os.environ.get(ENV_STOP_SIGNAL, "SIGINT"), signal.SIGINT)
+            _signal_main_thread(stop)
+
+
+def _signal_main_thread(sig: int) -> None:
+    """The signal to the main thread itself: it runs the app's handler there and wakes the
+    main thread from whatever it waits on (sent to the process, a signal may be taken by
+    another thread and leave the main thread asleep)."""
+    main = threading.main_thread()
+    try:
+        if main.ident is not None and main.is_alive():
+            signal.pthread_kill(main.ident, sig)
+            return
+    except (AttributeError, OSError, ValueError):
+        pass
+    os.kill(os.getpid(), sig)
 
 
 class _Self:
@@ -132,8 +147,16 @@ WORKER: WorkerSide | None = None
 
 # ---- the bind hook ---------------------------------------------------------------
 
+# the ids of the sockets ever put in WORKER.sockets: the hooked methods are mostly called
+# on connections, which one set lookup tells apart, without the weakref that a lookup in
+# the WeakKeyDictionary (the authority) creates each time (bench/uvicorn_close.py)
+_clustered_ids: set[int] = set()
+
+
 def _clustered(sock: socket.socket) -> ClusteredSocket | None:
-    return WORKER.sockets.get(sock) if WORKER is not None else None
+    if WORKER is None or id(sock) not in _clustered_ids:
+        return None
+    return WORKER.sockets.get(sock)
 
 
 def _wants_cluster(sock: socket.socket) -> bool:
@@ -216,6 +239,7 @@ def _bind(self: socket.socket, address: Any) -> None:
         _real_setsockopt(self, socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         _real_bind(self, info.sockname)
         WORKER.sockets[self] = info
+        _clustered_ids.add(id(self))
         _report_if_uvloop(info)
         return None
     timeout = self.gettimeout()
@@ -232,6 +256,7 @@ def _bind(self: socket.socket, address: Any) -> None:
         info.shadow = socket.socket(self.family, socket.SOCK_STREAM)
     self.settimeout(timeout)  # the new file gets the app's blocking mode
     WORKER.sockets[self] = info
+    _clustered_ids.add(id(self))
     _report_if_uvloop(info)
     return None
 
@@ -505,7 +530,7 @@ def start_draining() -> None:
         return
     _draining = True
     _drainer = threading.Thread(target=_drain_loop, daemon=True, name="corral-cluster-drain")
-    _drainer.start()
+    start_helper(_drainer)
 
 
 def _drain_loop() -> None:
@@ -799,7 +824,7 @@ def setup() -> WorkerSide:
         os.environ.pop(name, None)
     install_hook()
     _install_wake_signal()
-    threading.Thread(target=_reader, args=(WORKER,), daemon=True,
-                     name="corral-cluster-ipc").start()
+    start_helper(threading.Thread(target=_reader, args=(WORKER,), daemon=True,
+                                  name="corral-cluster-ipc"))
     WORKER.channel.send({"act": "online"})
     return WORKER

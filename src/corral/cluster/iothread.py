@@ -8,11 +8,36 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("corral.cluster")
+
+# the signals a process gets as a whole (Ctrl-C, a stop, a service manager); a helper
+# thread of ours never takes them (start_helper)
+PROCESS_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP,
+                             signal.SIGUSR1, signal.SIGUSR2})
+
+
+def start_helper(thread: threading.Thread) -> None:
+    """Start one of corral.cluster's threads with the process's signals blocked in it.
+
+    The kernel gives a signal sent to the process to any thread that does not block it.
+    Python runs its handlers in the main thread, but a signal taken by another thread does
+    not interrupt the main thread's blocking call (a read of stdin, an event loop's
+    select without a wake-up fd): a Ctrl-C, or a stop, would then wait for whatever
+    wakes that call next. Blocked here, they always reach the main thread."""
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, PROCESS_SIGNALS)
+    except (AttributeError, OSError, ValueError):  # no pthread_sigmask on this platform
+        thread.start()
+        return
+    try:
+        thread.start()  # the new thread inherits the mask
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class IOThread:
@@ -37,7 +62,7 @@ class IOThread:
     def start(self) -> None:
         if not self.started:
             self.started = True
-            self.thread.start()
+            start_helper(self.thread)
             # wake the loop when the main thread ends, so that it can decide to finish
             # (concurrent.futures uses the same private hook)
             register = getattr(threading, "_register_atexit", None)

@@ -38,7 +38,7 @@ from corral.cluster.handles import (
     key_of,
     make_listener,
 )
-from corral.cluster.iothread import IOThread
+from corral.cluster.iothread import IOThread, start_helper
 from corral.cluster.ipc import Channel, ChannelClosed
 from corral.cluster.node import (
     NODE_ENV_NAMES,
@@ -295,8 +295,8 @@ class Primary(EventEmitter):
         finally:
             child_end.close()
         worker = self.attach(worker_id, parent_end, process, protocol=protocol)
-        threading.Thread(target=self._reap, args=(worker,), daemon=True,
-                         name=f"corral-cluster-reap-{worker_id}").start()
+        start_helper(threading.Thread(target=self._reap, args=(worker,), daemon=True,
+                                      name=f"corral-cluster-reap-{worker_id}"))
         return worker
 
     def next_worker_id(self) -> int:

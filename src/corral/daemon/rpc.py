@@ -82,10 +82,8 @@ class Rpc:
         sampled = self.metrics.collect(roots)
         rows = []
         for inst in instances:
-            data = inst.record.to_dict()
-            if brief:
-                data["spec"] = {k: data["spec"][k] for k in BRIEF_SPEC_KEYS}
-            elif not with_env:
+            data = inst.record.to_dict(BRIEF_SPEC_KEYS if brief else None)
+            if not with_env and not brief:
                 data["spec"]["env"] = {}
             cpu, memory = sampled.get(inst.record.pid, (0.0, 0))
             data["monit"] = {"cpu": cpu, "memory": memory}

@@ -152,9 +152,11 @@ class InstanceRecord:
                 values[spec.increment_var] = str(int(base) + self.instance_index)
         return values
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, spec_keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """spec_keys: only these settings of the spec (the CLI's table: `list` brief)."""
         data = dict(self.__dict__)
-        data["spec"] = self.spec.to_dict()
+        data["spec"] = self.spec.to_dict() if spec_keys is None else {
+            key: getattr(self.spec, key) for key in spec_keys}
         data["listening"] = list(self.listening)
         data["others"] = [dict(o) for o in self.others]
         return data
