@@ -216,7 +216,10 @@ def test_sigkill_of_a_worker_keeps_the_port_answering_and_scale(corral: Corral) 
     finally:
         stop.set()
         poller.join()
-    assert failures == [], failures[:5]
+    # the port never stopped answering: nothing refused; at most the one request the
+    # poller had in flight on the killed worker is lost with it
+    assert not any("Refused" in f for f in failures), failures[:5]
+    assert len(failures) <= 1, failures[:5]
     corral.run("scale", "web", "4")
     four = {r["pid"] for r in node_rows(corral, "web")}
     assert len(four) == 4
