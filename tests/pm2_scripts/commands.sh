@@ -5,15 +5,17 @@ set -euo pipefail
 corral ping
 corral start job.py --name job --max-memory-restart 200M --merge-logs \
   --log-date-format "YYYY-MM-DD HH:mm Z" --no-vizion --no-pmx --no-automation
-corral jlist | grep -q '"name":"job"'
-corral prettylist | grep -q "name: 'job'"
-corral env 0 | grep -q '^name: job$'
+# grep without -q: under pipefail, -q may close the pipe before corral has written all
+# (corral then ends by SIGPIPE, exit 141, as coreutils do)
+corral jlist | grep '"name":"job"' > /dev/null
+corral prettylist | grep "name: 'job'" > /dev/null
+corral env 0 | grep '^name: job$' > /dev/null
 corral pid job > /dev/null
 test "$(corral id job)" = "[ 0 ]"
 corral sendSignal SIGWINCH job
 corral restart job
 corral reset job
-corral ls -m | grep -q '^+--- job$'
+corral ls -m | grep '^+--- job$' > /dev/null
 corral logs job --lines 1 --nostream --raw > /dev/null
 corral flush
 corral reloadLogs
