@@ -4,6 +4,8 @@
 
     python bench/uvicorn_close.py               # 12 rounds of 5 s runs, about 5 minutes
     python bench/uvicorn_close.py --diagnose    # also both servers with TCP_NODELAY flipped
+    python bench/uvicorn_close.py --together    # both loaded at once in each round: the
+                                                # same background load for both (a busy machine)
     python bench/uvicorn_close.py --quick       # 3 rounds of 2 s
 
 What it does:
@@ -19,7 +21,9 @@ What it does:
     asyncio never sets it), off for corral's (the app's own socket, proto 6: asyncio sets
     it, as in one uvicorn process);
   * each round runs `wrk -t2 -c64 -d5s -H "Connection: close"` once against every server,
-    in an order that rotates each round, after waiting for the machine to be quiet; records
+    in an order that rotates each round, after waiting for the machine to be quiet (with
+    --together, one wrk per server, all at the same time, so that each gets its share of
+    the machine under the same background load: the ratios compare like with like); records
     requests/s, p99, socket errors, the CPU time of each server's processes (utime+stime
     from /proc) per request, wrk's CPU per request, and how busy the rest of the machine
     was;
@@ -240,8 +244,9 @@ class Bench:
               "--no-access-log", "--workers", "2"]
         corral = [self.python, os.path.join(self.apps, "primary.py"), "shared", "2", "--",
                   os.path.join(self.apps, "uvicorn_run.py")]
-        configs = [("uvicorn-w2", "uvicorn --workers 2", uv, None),
-                   ("corral-shared", "corral.cluster shared, uvicorn.run() x2", corral, None)]
+        configs: list[tuple[str, str, list[str], bool | None]] = [
+            ("uvicorn-w2", "uvicorn --workers 2", uv, None),
+            ("corral-shared", "corral.cluster shared, uvicorn.run() x2", corral, None)]
         if self.args.diagnose:
             configs += [("uvicorn-w2-nodelay", "uvicorn --workers 2, TCP_NODELAY on", uv, True),
                         ("corral-shared-nagle", "corral.cluster shared x2, TCP_NODELAY off",
@@ -260,47 +265,66 @@ class Bench:
         self.results["servers"] = {s.key: {"label": s.label, "port": s.port} for s in
                                    self.servers}
 
-    def wrk_once(self, server: Server, seconds: float) -> dict[str, Any]:
-        argv = ["wrk", "-t2", "-c64", f"-d{seconds:g}s", "--latency", "-H",
-                "Connection: close", f"http://127.0.0.1:{server.port}/"]
-        cpu0, sys0, t0 = server.cpu(), system_cpu(), time.monotonic()
-        with tempfile.TemporaryFile("w+") as out:
+    def wrk_once(self, servers: list[Server], seconds: float) -> dict[str, dict[str, Any]]:
+        """One wrk run against each server, all at the same time: {key: result}."""
+        cpu0 = {s.key: s.cpu() for s in servers}
+        sys0, t0 = system_cpu(), time.monotonic()
+        running = []
+        for server in servers:
+            argv = ["wrk", "-t2", "-c64", f"-d{seconds:g}s", "--latency", "-H",
+                    "Connection: close", f"http://127.0.0.1:{server.port}/"]
+            out = tempfile.TemporaryFile("w+")
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=self.env)
+            running.append((server, proc, out))
+        finished = []
+        for server, proc, out in running:
             _pid, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
             out.seek(0)
             text = out.read()
+            out.close()
+            if proc.returncode != 0:
+                raise BenchError(f"wrk exited {proc.returncode}:\n{text}")
+            finished.append((server, parse_wrk(text), usage.ru_utime + usage.ru_stime))
         elapsed = time.monotonic() - t0
-        cpu1, sys1 = server.cpu(), system_cpu()
-        if proc.returncode != 0:
-            raise BenchError(f"wrk exited {proc.returncode}:\n{text}")
-        result = parse_wrk(text)
-        server_cpu = cpu1 - cpu0
-        wrk_cpu = usage.ru_utime + usage.ru_stime
-        busy = (sys1[0] - sys0[0]) / CLK_TCK
-        result.update({
-            "server_cpu_s": server_cpu, "wrk_cpu_s": wrk_cpu, "elapsed_s": elapsed,
-            "server_us_per_req": 1e6 * server_cpu / max(result["requests"], 1),
-            "wrk_us_per_req": 1e6 * wrk_cpu / max(result["requests"], 1),
-            "other_cores": max(busy - server_cpu - wrk_cpu, 0.0) / elapsed})
-        return result
+        sys1 = system_cpu()
+        ours = 0.0
+        results: dict[str, dict[str, Any]] = {}
+        for server, result, wrk_cpu in finished:
+            server_cpu = server.cpu() - cpu0[server.key]
+            ours += server_cpu + wrk_cpu
+            result.update({
+                "server_cpu_s": server_cpu, "wrk_cpu_s": wrk_cpu, "elapsed_s": elapsed,
+                "server_us_per_req": 1e6 * server_cpu / max(result["requests"], 1),
+                "wrk_us_per_req": 1e6 * wrk_cpu / max(result["requests"], 1)})
+            results[server.key] = result
+        other = max((sys1[0] - sys0[0]) / CLK_TCK - ours, 0.0) / elapsed
+        for result in results.values():
+            result["other_cores"] = other
+        return results
 
     def main(self) -> dict[str, Any]:
         a = self.args
         self.setup()
         self.start_servers()
         self.results["settings"] = {"rounds": a.rounds, "seconds": a.seconds,
-                                    "warmup_s": a.warmup, "diagnose": a.diagnose}
+                                    "warmup_s": a.warmup, "diagnose": a.diagnose,
+                                    "together": a.together}
         for server in self.servers:
-            self.wrk_once(server, a.warmup)
+            self.wrk_once([server], a.warmup)
         for number in range(a.rounds):
             order = self.servers[number % len(self.servers):] + \
                 self.servers[:number % len(self.servers)]
             runs: dict[str, Any] = {}
-            for server in order:
+            if a.together:  # every server loaded at once: the same background for all
                 quiet = wait_quiet(lambda: system_cpu(), a.quiet_limit, a.quiet_wait)
-                run = self.wrk_once(server, a.seconds)
+                runs = self.wrk_once(order, a.seconds)
+                for run in runs.values():
+                    run["waited_s"] = quiet["waited_s"]
+            for server in order if not a.together else []:
+                quiet = wait_quiet(lambda: system_cpu(), a.quiet_limit, a.quiet_wait)
+                run = self.wrk_once([server], a.seconds)[server.key]
                 run["waited_s"] = quiet["waited_s"]
                 runs[server.key] = run
             self.results["rounds"].append(runs)
@@ -359,6 +383,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up run per server, s")
     parser.add_argument("--diagnose", action="store_true",
                         help="also run both servers with TCP_NODELAY flipped")
+    parser.add_argument("--together", action="store_true",
+                        help="load every server at the same time in each round (each gets "
+                        "its share of a busy machine, under the same background load), "
+                        "instead of one after the other")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 2 s runs")
     parser.add_argument("--quiet-limit", type=float, default=25.0,
                         help="before each run, wait until the machine's busy CPU is below this "

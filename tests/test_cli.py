@@ -93,17 +93,20 @@ def test_targets(corral: Corral) -> None:
     c = corral.script("c.py", SLEEPER)
     corral.run("start", str(a), "--namespace", "front")
     corral.run("start", str(b), "--namespace", "front")
-    corral.run("start", str(c), "-n", "455")  # a numeric name, as in PM2's tests
+    # a numeric name (PM2's tests use one) would hide the id it spells: refused
+    numeric = corral.run("start", str(c), "-n", "455", check=False)
+    assert numeric.returncode == 1 and "is a number" in numeric.stderr
+    corral.run("start", str(c), "-n", "c455")
 
     def statuses() -> dict[str, str]:
         return {r["name"]: r["pm2_env"]["status"] for r in corral.jlist()}
 
     corral.run("stop", "front")
-    assert statuses() == {"a": "stopped", "b": "stopped", "455": "online"}
+    assert statuses() == {"a": "stopped", "b": "stopped", "c455": "online"}
     corral.run("restart", "a.py", "b")  # a script path and a name at once
-    assert statuses() == {"a": "online", "b": "online", "455": "online"}
-    corral.run("stop", "455")  # the name wins over the id
-    assert statuses()["455"] == "stopped"
+    assert statuses() == {"a": "online", "b": "online", "c455": "online"}
+    corral.run("stop", "c455")
+    assert statuses()["c455"] == "stopped"
     corral.run("stop", "0")  # an id
     assert statuses()["a"] == "stopped"
     corral.run("stop", "all")

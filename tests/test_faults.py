@@ -800,3 +800,40 @@ def test_fuzz_the_control_socket(corral: Corral) -> None:
     assert grown < 30 * 1024 * 1024, f"rss grew {grown >> 20} MiB (seed {seed})"
     assert "Traceback" not in (corral.home / "corral.log").read_text()
     print(f"fuzz: {frames} frames in {FUZZ_SECONDS:.0f} s, seed {seed}, rss {grown >> 10:+} kB")
+
+
+# ---- 14. a signal to a cluster process reaches its main thread -------------------------------
+
+def _blocked(pid: int, tid: str) -> int:
+    for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+        if line.startswith("SigBlk:"):
+            return int(line.split()[1], 16)
+    return 0
+
+
+def test_14_cluster_threads_leave_the_process_signals_to_the_main_thread() -> None:
+    """test_cluster.py's primary that did not exit on SIGINT and worker that did not exit
+    after its disconnect, under load: a signal sent to the process is taken by whichever
+    thread does not block it, and one taken by a helper thread never interrupts the main
+    thread's read of stdin or its event loop's select (Python runs handlers in the main
+    thread only when it next runs). Every helper thread of a primary and of a worker now
+    blocks them, and a worker that leaves signals its own main thread."""
+    from clusterkit import SERVERS, PrimaryProcess
+
+    primary = PrimaryProcess("rr", 2, SERVERS / "plain_asyncio.py",
+                             env={"PORT": str(free_port())})
+    try:
+        workers = [primary.wait_event("listening")["pid"] for _ in range(2)]
+        for pid in (primary.proc.pid, *workers):
+            helpers = [t for t in os.listdir(f"/proc/{pid}/task") if t != str(pid)]
+            assert helpers, pid
+            for tid in helpers:
+                mask = _blocked(pid, tid)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+                    assert mask & (1 << (sig - 1)), f"thread {tid} of {pid} takes {sig!r}"
+            assert _blocked(pid, str(pid)) & (1 << (signal.SIGINT - 1)) == 0
+        primary.proc.send_signal(signal.SIGINT)
+        primary.proc.wait(timeout=15)
+        wait_for(lambda: not any(alive(p) for p in workers), what="workers gone")
+    finally:
+        primary.stop()

@@ -147,16 +147,17 @@ WORKER: WorkerSide | None = None
 
 # ---- the bind hook ---------------------------------------------------------------
 
-# the ids of the sockets ever put in WORKER.sockets: the hooked methods are mostly called
-# on connections, which one set lookup tells apart, without the weakref that a lookup in
-# the WeakKeyDictionary (the authority) creates each time (bench/uvicorn_close.py)
-_clustered_ids: set[int] = set()
+# WORKER.sockets again, by id (the weakref tells a reused id apart): the hooked methods
+# run on every connection, and a dict lookup by id does not create the weakref that each
+# lookup in the WeakKeyDictionary does (bench/uvicorn_close.py)
+_clustered_ids: dict[int, tuple[weakref.ref[socket.socket], ClusteredSocket]] = {}
 
 
 def _clustered(sock: socket.socket) -> ClusteredSocket | None:
-    if WORKER is None or id(sock) not in _clustered_ids:
+    entry = _clustered_ids.get(id(sock))
+    if entry is None or entry[0]() is not sock:
         return None
-    return WORKER.sockets.get(sock)
+    return entry[1]
 
 
 def _wants_cluster(sock: socket.socket) -> bool:
@@ -239,7 +240,7 @@ def _bind(self: socket.socket, address: Any) -> None:
         _real_setsockopt(self, socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         _real_bind(self, info.sockname)
         WORKER.sockets[self] = info
-        _clustered_ids.add(id(self))
+        _clustered_ids[id(self)] = (weakref.ref(self), info)
         _report_if_uvloop(info)
         return None
     timeout = self.gettimeout()
@@ -254,9 +255,10 @@ def _bind(self: socket.socket, address: Any) -> None:
         os.dup2(read_fd, self.fileno(), inheritable=inheritable)
         os.close(read_fd)
         info.shadow = socket.socket(self.family, socket.SOCK_STREAM)
+        _install_rr_hooks()
     self.settimeout(timeout)  # the new file gets the app's blocking mode
     WORKER.sockets[self] = info
-    _clustered_ids.add(id(self))
+    _clustered_ids[id(self)] = (weakref.ref(self), info)
     _report_if_uvloop(info)
     return None
 
@@ -529,6 +531,9 @@ def start_draining() -> None:
     if _drainer is not None:
         return
     _draining = True
+    # from now on a response says `Connection: close` (not hooked before: install_hook)
+    socket.socket.send = _send  # type: ignore[method-assign,assignment]
+    socket.socket.sendall = _sendall  # type: ignore[method-assign,assignment]
     _drainer = threading.Thread(target=_drain_loop, daemon=True, name="corral-cluster-drain")
     start_helper(_drainer)
 
@@ -797,16 +802,23 @@ def _reconnect(worker: WorkerSide) -> bool:
 
 
 def install_hook() -> None:
+    """The hooks every worker needs. Those only rr sockets need (_install_rr_hooks) and
+    those of draining (start_draining) go in when first needed: a hooked method is a
+    Python call on every connection, and with one connection per request the other five
+    cost a uvicorn worker ~4 % of its CPU (bench/uvicorn_close.py)."""
     socket.socket.bind = _bind  # type: ignore[method-assign,assignment]
     socket.socket.listen = _listen  # type: ignore[method-assign,assignment]
     socket.socket.accept = _accept  # type: ignore[method-assign,assignment]
     socket.socket.close = _close  # type: ignore[method-assign,assignment]
+    socket.socket.shutdown = _shutdown  # type: ignore[method-assign,assignment]
+
+
+def _install_rr_hooks() -> None:
+    """An rr socket answers getsockname/setsockopt/getsockopt for the listener it stands
+    for (its shadow)."""
     socket.socket.getsockname = _getsockname  # type: ignore[method-assign,assignment]
     socket.socket.setsockopt = _setsockopt  # type: ignore[method-assign,assignment]
     socket.socket.getsockopt = _getsockopt  # type: ignore[method-assign,assignment]
-    socket.socket.shutdown = _shutdown  # type: ignore[method-assign,assignment]
-    socket.socket.send = _send  # type: ignore[method-assign,assignment]
-    socket.socket.sendall = _sendall  # type: ignore[method-assign,assignment]
 
 
 def setup() -> WorkerSide:

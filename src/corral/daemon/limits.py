@@ -41,12 +41,11 @@ def raise_fd_limit() -> tuple[int, int]:
     global _inherited
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     _inherited = (soft, hard)
-    if hard == resource.RLIM_INFINITY:
-        hard = _nr_open()
-    if soft < hard:
+    target = _nr_open() if hard == resource.RLIM_INFINITY else hard
+    if soft < target:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
         except (ValueError, OSError) as exc:
             log.warning("cannot raise the file descriptor limit from %d to %d: %s", soft,
                         hard, exc)
