@@ -40,6 +40,10 @@ What it does:
   * before each measured run it waits until other jobs use < --max-other cores, and repeats
     a run during which they used more (at most --retries times), as bench/cluster_mode.py does
     (whose wrk hook, /proc helpers and run logic it reuses);
+  * records whether the kernel schedules by autogroup (/proc/sys/kernel/sched_autogroup_enabled)
+    and each worker's session: with autogroup, a busy CPU is shared equally between sessions,
+    and corral puts each worker in its own session, PM2 all in its daemon's, `node cluster.js`
+    all in the primary's;
   * prints markdown tables and the goals; writes every raw sample to
     bench/out/node_cluster-<timestamp>.json (git-ignored; --out to change);
   * stops only what it started: `node cluster.js` by its pid (SIGINT, then SIGKILL),
@@ -180,7 +184,13 @@ class Bench(cluster_mode.Bench):
         info = venv_versions(self.run, self.venv)
         node = self.run(["node", "--version"]).stdout.strip()
         wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+        try:
+            with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
+                autogroup = f.read().strip()
+        except OSError:
+            autogroup = "absent"
         self.results["machine"] = machine_info() | {
+            "sched_autogroup_enabled": autogroup,
             "python": info[0], "node": node, "pm2": pm2_version, "corral": info[1],
             "wrk": wrk.strip(), "corral_git": git_info(("src", "pyproject.toml", "examples"))}
         say(f"python {info[0]}, node {node}, pm2 {pm2_version}, corral {info[1]}, {wrk.strip()}")
@@ -230,7 +240,10 @@ class Bench(cluster_mode.Bench):
                               "the temp folder (the cleanup would not SIGKILL it)")
             started[server] = {"argv": [os.path.basename(argv[0]), *argv[1:]],
                                "answering_s": elapsed, "pids": sorted(pids),
-                               "cmdlines": {p: cmdline(p) for p in pids}}
+                               "cmdlines": {p: cmdline(p) for p in pids},
+                               # with autogroup scheduling each session shares the CPU
+                               # equally with the others: how the workers are grouped matters
+                               "sessions": {p: os.getsid(p) for p in pids}}
             say(f"{server}: `{' '.join(started[server]['argv'])}` on 127.0.0.1:{port}, "
                 f"2 workers answer after {elapsed * 1000:.0f} ms: {sorted(pids)}")
         self.results["servers"] = started
@@ -577,6 +590,22 @@ def report(r: dict[str, Any]) -> str:
         f"repeated for exceeding the --max-other limit; {len(waits)} wait(s) for a quiet "
         f"machine, {sum(waits):.0f} s in all.",
         "",
+    ]
+    if r["machine"].get("sched_autogroup_enabled") == "1":
+        groups = []
+        for server in SERVERS:
+            sids = r.get("servers", {}).get(server, {}).get("sessions")
+            if sids:
+                groups.append(f"{LABEL[server]} {len(set(sids.values()))}")
+        lines += [
+            "The kernel schedules by autogroup (sched_autogroup_enabled = 1): each session "
+            "gets an equal share of a busy CPU, whatever its number of processes. Sessions "
+            "holding the 2 workers: " + (", ".join(groups) if groups else "not recorded")
+            + " (wrk runs in the bench's own session). Under contention this favours servers "
+            "whose workers sit in more sessions.",
+            "",
+        ]
+    lines += [
         "### Goals",
         "",
         *[f"* {v}" for v in verdicts],
