@@ -14,11 +14,12 @@ What it does:
     each app writes a stamp file named after its pid when it starts;
   * runs the managers one after the other (corral, then PM2; `--order` to change), so that
     at most N apps run at once (1,000 Python processes are about 8 GB of RSS). For each:
-      1. starts its daemon (`ping`); `start` of a 10-app file, then `list` / `jlist` with 10
-         apps, interleaved with `python -c pass` (the floor), then `delete all`;
+      1. two daemons, each with its own home: one runs a 10-app file (the `list`
+         reference), the other the N apps;
       2. `start ecosystem.json` (N apps): the CLI call's wall time, the time until every app
          has written its stamp, and until the manager lists every app `online`;
-      3. after 5 s: `list` and `jlist` with N apps (interleaved with `python -c pass`);
+      3. after 5 s: `list` and `jlist` of both daemons and `python -c pass`, in the same
+         rounds (order shuffled in each), so 10 and N apps are compared under the same load;
       4. the daemon's RSS and CPU over an idle window (30 s), its open fds (/proc/<pid>/fd,
          by kind) and the fds per app;
       5. `delete all`: the call's wall time and the time until every app process is gone;
@@ -146,25 +147,34 @@ def fd_table(pid: int, home: str) -> dict[str, int]:
 
 
 class Bench(ManagerBench):
+    """Each manager gets two homes, so two daemons: `small` (SMALL apps) and `large` (N
+    apps), both up during the CLI rounds, so that `list` with SMALL and with N apps are
+    timed in the same rounds (paired), under the same load from other jobs."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args, "corral-scale-")
-        self.homes = {"corral": os.path.join(self.tmp, "corral_home"),
-                      "pm2": os.path.join(self.tmp, "pm2_home")}
+        self.homes = {m: {size: os.path.join(self.tmp, f"{m}_home_{size}")
+                          for size in ("small", "large")} for m in MANAGERS}
         self.app = os.path.join(self.tmp, "app", "app.py")
         self.stamps = os.path.join(self.tmp, "stamps")
-        self.env = bench_env(["PYTHONDONTWRITEBYTECODE"], CORRAL_HOME=self.homes["corral"],
-                             PM2_HOME=self.homes["pm2"], PIP_DISABLE_PIP_VERSION_CHECK="1")
+        self.env = bench_env(["PYTHONDONTWRITEBYTECODE", "CORRAL_HOME", "PM2_HOME"],
+                             PIP_DISABLE_PIP_VERSION_CHECK="1")
         self.results: dict[str, Any] = {"managers": {}}
         self.app_pids: set[int] = set()
 
     # -- helpers
 
-    def run(self, argv: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return run_cmd(argv, env=self.env, timeout=timeout, cwd=self.tmp)
+    def env_of(self, manager: str, size: str) -> dict[str, str]:
+        name = "CORRAL_HOME" if manager == "corral" else "PM2_HOME"
+        return dict(self.env, **{name: self.homes[manager][size]})
 
-    def timed(self, argv: list[str], timeout: float = 900) -> float:
+    def run(self, argv: list[str], *, timeout: float = 120,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return run_cmd(argv, env=env or self.env, timeout=timeout, cwd=self.tmp)
+
+    def timed(self, argv: list[str], env: dict[str, str], timeout: float = 900) -> float:
         t0 = time.perf_counter()
-        proc = subprocess.run(argv, env=self.env, stdin=subprocess.DEVNULL, cwd=self.tmp,
+        proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, cwd=self.tmp,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               timeout=timeout)
         elapsed = time.perf_counter() - t0
@@ -176,40 +186,41 @@ class Bench(ManagerBench):
     def cli(self, manager: str) -> str:
         return self.corral if manager == "corral" else self.pm2
 
-    def write_file(self, manager: str, label: str, count: int) -> str:
+    def write_file(self, manager: str, size: str, count: int) -> str:
         """An ecosystem file of `count` apps (PM2's JSON, read by both)."""
-        stamps = os.path.join(self.stamps, manager, label)
+        stamps = os.path.join(self.stamps, manager, size)
         os.makedirs(stamps, exist_ok=True)
-        prefix = "s" if label == "small" else "app"
+        prefix = "s" if size == "small" else "app"
         apps = [{"name": f"{prefix}{i}", "script": self.app, "interpreter": self.python,
                  "env": {"BENCH_STAMP_DIR": stamps}} for i in range(count)]
-        path = os.path.join(self.tmp, f"{manager}-{label}", "ecosystem.json")
+        path = os.path.join(self.tmp, f"{manager}-{size}", "ecosystem.json")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             json.dump({"apps": apps}, f, indent=1)
         return path
 
-    def stamp_pids(self, manager: str, label: str) -> list[int]:
-        folder = os.path.join(self.stamps, manager, label)
+    def stamp_pids(self, manager: str, size: str) -> list[int]:
+        folder = os.path.join(self.stamps, manager, size)
         return [int(e) for e in os.listdir(folder) if e.isdigit()]
 
-    def wait_stamps(self, manager: str, label: str, count: int, timeout: float) -> None:
+    def wait_stamps(self, manager: str, size: str, count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while len(self.stamp_pids(manager, label)) < count:
+        while len(self.stamp_pids(manager, size)) < count:
             if time.monotonic() > deadline:
-                raise BenchError(f"{manager}: {len(self.stamp_pids(manager, label))} of "
+                raise BenchError(f"{manager}: {len(self.stamp_pids(manager, size))} of "
                                  f"{count} apps started within {timeout:.0f} s")
             time.sleep(0.05)
-        self.app_pids.update(self.stamp_pids(manager, label))
+        self.app_pids.update(self.stamp_pids(manager, size))
 
-    def online(self, manager: str) -> tuple[int, int]:
-        rows = json.loads(self.run([self.cli(manager), "jlist"], timeout=300).stdout)
+    def online(self, manager: str, size: str) -> tuple[int, int]:
+        rows = json.loads(self.run([self.cli(manager), "jlist"], timeout=300,
+                                   env=self.env_of(manager, size)).stdout)
         return sum(r["pm2_env"]["status"] == "online" for r in rows), len(rows)
 
-    def wait_online(self, manager: str, count: int, timeout: float) -> None:
+    def wait_online(self, manager: str, size: str, count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            online, total = self.online(manager)
+            online, total = self.online(manager, size)
             if online == count == total:
                 return
             if time.monotonic() > deadline:
@@ -226,9 +237,13 @@ class Bench(ManagerBench):
             time.sleep(0.05)
 
     def bench_cli(self, manager: str, runs: int, warmups: int) -> dict[str, list[float]]:
-        """`list` and `jlist`, interleaved with `python -c pass`, shuffled in each round."""
-        table = {"python -c pass": [self.python, "-c", "pass"],
-                 "list": [self.cli(manager), "list"], "jlist": [self.cli(manager), "jlist"]}
+        """`list` and `jlist` of both daemons and `python -c pass`, in an order shuffled in
+        each round."""
+        exe = self.cli(manager)
+        table = {"python -c pass": ([self.python, "-c", "pass"], self.env)}
+        for size in ("small", "large"):
+            for command in ("list", "jlist"):
+                table[f"{command} {size}"] = ([exe, command], self.env_of(manager, size))
         samples: dict[str, list[float]] = {name: [] for name in table}
         samples["busy_cores"] = []
         samples["loadavg"] = []
@@ -237,7 +252,8 @@ class Bench(ManagerBench):
             order = list(table)
             rng.shuffle(order)
             busy = Busy()
-            elapsed = {name: self.timed(table[name], timeout=300) for name in order}
+            elapsed = {name: self.timed(table[name][0], table[name][1], timeout=300)
+                       for name in order}
             if round_no >= warmups:
                 for name, value in elapsed.items():
                     samples[name].append(value)
@@ -245,13 +261,13 @@ class Bench(ManagerBench):
                 samples["loadavg"].append(os.getloadavg()[0])
         return samples
 
-    def daemon_pid(self, manager: str) -> int:
-        path = os.path.join(self.homes[manager], f"{manager}.pid")
+    def daemon_pid(self, manager: str, size: str) -> int:
+        path = os.path.join(self.homes[manager][size], f"{manager}.pid")
         with open(path) as f:
             pid = int(f.read().strip())
         if not alive(pid) or self.tmp not in cmdline(pid):
             raise BenchError(f"{manager} daemon pid {pid} is not ours: {cmdline(pid)!r}")
-        self.daemon_pids[manager] = pid
+        self.daemon_pids[f"{manager}-{size}"] = pid
         return pid
 
     def sample_daemon(self, pid: int, seconds: float) -> dict[str, list[float]]:
@@ -299,43 +315,42 @@ class Bench(ManagerBench):
         exe = self.cli(manager)
         out: dict[str, Any] = {}
         self.results["managers"][manager] = out
-        self.run([exe, "ping"], timeout=60)
-        pid = self.daemon_pid(manager)
-        say(f"{manager}: daemon pid {pid}")
+        small_env, large_env = self.env_of(manager, "small"), self.env_of(manager, "large")
 
-        say(f"{manager}: {SMALL} apps, `list` / `jlist` x {a.runs}")
-        self.run([exe, "start", self.write_file(manager, "small", SMALL)], timeout=300)
+        say(f"{manager}: a daemon with {SMALL} apps (the `list` reference)")
+        self.run([exe, "start", self.write_file(manager, "small", SMALL)], timeout=300,
+                 env=small_env)
+        small_pid = self.daemon_pid(manager, "small")
         self.wait_stamps(manager, "small", SMALL, 60)
-        self.wait_online(manager, SMALL, 60)
-        time.sleep(2)
-        out["cli_small"] = self.bench_cli(manager, a.runs, 2)
-        small_pids = self.stamp_pids(manager, "small")
-        self.timed([exe, "delete", "all"])
-        self.wait_gone(small_pids, 60)
+        self.wait_online(manager, "small", SMALL, 60)
 
+        self.run([exe, "ping"], timeout=60, env=large_env)
+        pid = self.daemon_pid(manager, "large")
+        say(f"{manager}: daemons {small_pid} ({SMALL} apps) and {pid} ({a.apps} apps)")
         path = self.write_file(manager, "large", a.apps)
         time.sleep(2)
         say(f"{manager}: `start` of {a.apps} apps")
         busy = Busy()
         t0 = time.perf_counter()
-        out["start_call_s"] = self.timed([exe, "start", path])
+        out["start_call_s"] = self.timed([exe, "start", path], large_env)
         self.wait_stamps(manager, "large", a.apps, 900)
         out["start_all_stamped_s"] = time.perf_counter() - t0
-        self.wait_online(manager, a.apps, 900)
+        self.wait_online(manager, "large", a.apps, 900)
         out["start_all_online_s"] = time.perf_counter() - t0
         out["start_busy_cores"] = busy.cores()
         say(f"{manager}: start call {out['start_call_s']:.2f} s, every app started "
             f"{out['start_all_stamped_s']:.2f} s, online {out['start_all_online_s']:.2f} s")
 
         time.sleep(5)
-        say(f"{manager}: {a.apps} apps, `list` / `jlist` x {a.runs}")
-        out["cli_large"] = self.bench_cli(manager, a.runs, 1)
+        say(f"{manager}: `list` / `jlist` with {SMALL} and with {a.apps} apps, "
+            f"{a.runs} rounds")
+        out["cli"] = self.bench_cli(manager, a.runs, 1)
         say(f"{manager}: idle window {a.idle:.0f} s")
         time.sleep(3)
         busy = Busy()
         out["idle"] = self.sample_daemon(pid, a.idle)
         out["idle_busy_cores"] = busy.cores()
-        out["fds"] = fd_table(pid, self.homes[manager])
+        out["fds"] = fd_table(pid, self.homes[manager]["large"])
         out["fds_total"] = sum(out["fds"].values())
         out["threads"] = len(os.listdir(f"/proc/{pid}/task"))
 
@@ -343,15 +358,17 @@ class Bench(ManagerBench):
         large_pids = self.stamp_pids(manager, "large")
         busy = Busy()
         t0 = time.perf_counter()
-        out["delete_call_s"] = self.timed([exe, "delete", "all"])
+        out["delete_call_s"] = self.timed([exe, "delete", "all"], large_env)
         self.wait_gone(large_pids, 300)
         out["delete_all_gone_s"] = time.perf_counter() - t0
         out["delete_busy_cores"] = busy.cores()
         out["rss_after_delete_mib"] = rss_mib(pid)
         say(f"{manager}: delete call {out['delete_call_s']:.2f} s, every app gone "
             f"{out['delete_all_gone_s']:.2f} s")
-        kill_managers([exe], self.env, cwd=self.tmp)
-        kill_leftovers({pid} | set(large_pids) | set(small_pids), self.tmp)
+        for env in (small_env, large_env):
+            kill_managers([exe], env, cwd=self.tmp)
+        small_pids = self.stamp_pids(manager, "small")
+        kill_leftovers({pid, small_pid} | set(large_pids) | set(small_pids), self.tmp)
         return out
 
     def main(self) -> dict[str, Any]:
@@ -362,7 +379,9 @@ class Bench(ManagerBench):
 
     def cleanup(self) -> None:
         say("cleanup: corral kill, pm2 kill, then any recorded pid left")
-        kill_managers([self.corral, self.pm2], self.env, cwd=self.tmp)
+        for manager in MANAGERS:
+            for size in ("small", "large"):
+                kill_managers([self.cli(manager)], self.env_of(manager, size), cwd=self.tmp)
         pids = set(self.daemon_pids.values()) | self.app_pids | stamped_pids(self.stamps)
         self.results["leftover_pids_killed"] = kill_leftovers(pids, self.tmp)
         remove_tmp(self.tmp, self.args.keep)
@@ -400,13 +419,12 @@ def report(r: dict[str, Any]) -> str:
         {k: m[k]["start_all_stamped_s"] for k in names}, 2)
     row(f"`start` of {n} apps, until all are listed online (s)",
         {k: m[k]["start_all_online_s"] for k in names}, 2)
-    row(f"`list`, {SMALL} apps (ms)", {k: ms(m[k]["cli_small"]["list"]) for k in names}, 1)
-    row(f"`list`, {n} apps (ms)", {k: ms(m[k]["cli_large"]["list"]) for k in names}, 1)
-    row(f"`jlist`, {SMALL} apps (ms)", {k: ms(m[k]["cli_small"]["jlist"]) for k in names}, 1)
-    row(f"`jlist`, {n} apps (ms)", {k: ms(m[k]["cli_large"]["jlist"]) for k in names}, 1)
+    for command in ("list", "jlist"):
+        for size, count in (("small", SMALL), ("large", n)):
+            row(f"`{command}`, {count} apps (ms)",
+                {k: ms(m[k]["cli"][f"{command} {size}"]) for k in names}, 1)
     row("`python -c pass` in the same rounds (ms)",
-        {k: ms(m[k]["cli_small"]["python -c pass"] + m[k]["cli_large"]["python -c pass"])
-         for k in names}, 1)
+        {k: ms(m[k]["cli"]["python -c pass"]) for k in names}, 1)
     row(f"daemon RSS, {n} apps idle (MiB)", {k: m[k]["idle"]["rss_mib"] for k in names}, 1)
     span = r["settings"]["idle_s"]
     row(f"daemon CPU, {n} apps idle, utime+stime over {span:.0f} s (s)",
@@ -421,21 +439,24 @@ def report(r: dict[str, Any]) -> str:
 
     lines.append("")
     for name in names:
-        small = summary(m[name]["cli_small"]["list"])["median"]
-        large = summary(m[name]["cli_large"]["list"])["median"]
-        verdict = ""
-        if name == "corral":
-            verdict = f" (goal <= 2x: {'holds' if large <= 2 * small else 'NOT MET'})"
-        lines.append(f"{name}: `list` with {n} apps / with {SMALL} apps = "
-                     f"{large / small:.2f}{verdict}")
+        cli = m[name]["cli"]
+        for command in ("list", "jlist"):
+            paired = [b / a for a, b in zip(cli[f"{command} small"], cli[f"{command} large"])]
+            medians = (summary(cli[f"{command} large"])["median"]
+                       / summary(cli[f"{command} small"])["median"])
+            verdict = ""
+            if name == "corral" and command == "list":
+                verdict = f" (goal <= 2x: {'holds' if medians <= 2 else 'NOT MET'})"
+            lines.append(f"{name}: `{command}` with {n} apps / with {SMALL} apps, paired by "
+                         f"round {fmt(summary(paired), 2)}, ratio of medians "
+                         f"{medians:.2f}{verdict}")
     for name in names:
         fds = ", ".join(f"{k} {v}" for k, v in m[name]["fds"].items())
         lines.append(f"{name} daemon fds ({m[name]['fds_total']} with {n} apps, "
                      f"{m[name]['threads']} threads): {fds}")
     for name in names:
         x = m[name]
-        busy = [*x["cli_small"]["busy_cores"], *x["cli_large"]["busy_cores"]]
-        load = [*x["cli_small"]["loadavg"], *x["cli_large"]["loadavg"]]
+        busy, load = x["cli"]["busy_cores"], x["cli"]["loadavg"]
         lines.append(f"{name}: machine busy (cores, all processes) during the CLI rounds "
                      f"{fmt(summary(busy), 2)}, load average {fmt(summary(load), 1)}; during "
                      f"start {x['start_busy_cores']:.2f}, idle window "
