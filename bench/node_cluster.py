@@ -439,8 +439,8 @@ def report(r: dict[str, Any]) -> str:
         "",
         f"`wrk -t2 -c64 -d{st['duration_s']}s --latency` (keep-alive) and the same with "
         f"`-H \"Connection: close\"`, after a 2 s warm-up per server; {st['runs']} rounds, the 4 "
-        "servers in a rotating order. req/s median (min-max); ratios of the medians, and per "
-        "round in brackets; manager CPU = CPU of the corral daemon, the PM2 daemon or the "
+        "servers in a rotating order. req/s median (min-max); ratios of the medians, and the "
+        "range of the per-round ratios; manager CPU = CPU of the corral daemon, the PM2 daemon or the "
         "`node cluster.js` primary during the run, in all and per request.",
         "",
     ]
@@ -458,7 +458,8 @@ def report(r: dict[str, Any]) -> str:
                     ratios.append("1")
                     continue
                 per = [x["rps"] / y["rps"] for x, y in zip(rs, runs[ref])]
-                ratios.append(f"{med(rs, 'rps') / med(runs[ref], 'rps'):.2f} ({fmt(per, 2)})")
+                rounds = (f" (rounds {min(per):.2f}-{max(per):.2f})" if len(per) > 1 else "")
+                ratios.append(f"{med(rs, 'rps') / med(runs[ref], 'rps'):.2f}{rounds}")
             owner = "pm2" if server == "pm2" else "node" if server == "node" else "corral"
             cpu = [x["daemon_cpu_s"].get(owner) for x in rs]
             cpu_text = fmt([c for c in cpu if c is not None], 2) if None not in cpu else "-"
