@@ -282,3 +282,38 @@ def test_uvicorn_keepalive_has_no_nagle_stall(primaries: Any) -> None:
         latencies.append(time.perf_counter() - started)
     conn.close()
     assert statistics.median(latencies) < 0.02, statistics.median(latencies)
+
+
+def test_the_io_threads_poller_behaves_like_selectors() -> None:
+    """cluster.iothread.Poller (epoll without the selectors module): registered data back
+    for each ready fd, modify, unregister of a socket closed first, errors as selectors."""
+    import selectors
+
+    from corral.cluster.iothread import Poller
+
+    poller = Poller()
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    try:
+        poller.register(a, selectors.EVENT_READ, "a")
+        poller.register(c, selectors.EVENT_READ, "c")
+        with pytest.raises(KeyError):
+            poller.register(a, selectors.EVENT_READ, "again")
+        assert poller.select(0) == []
+        b.send(b"x")
+        assert poller.select(1) == ["a"]
+        poller.modify(a, selectors.EVENT_READ | selectors.EVENT_WRITE, "a2")
+        assert poller.select(1) == ["a2"]
+        poller.modify(c, selectors.EVENT_WRITE, "c-out")
+        assert sorted(poller.select(1)) == ["a2", "c-out"]
+        c.close()  # closed before it is unregistered: found by the object, as selectors does
+        poller.unregister(c)
+        with pytest.raises(KeyError):
+            poller.unregister(d)
+        assert poller.select(0.1) == ["a2"]
+        poller.unregister(a)
+        assert poller.select(0.1) == []
+    finally:
+        poller.close()
+        for sock in (a, b, c, d):
+            sock.close()

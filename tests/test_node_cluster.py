@@ -174,6 +174,47 @@ def test_killed_worker_leaves_the_listener_to_the_next(node_cluster: Any, policy
     assert len(primary.handles) == 1
 
 
+@needs_node
+def test_rr_connections_wait_in_the_kernel_until_a_worker_takes_them(node_cluster: Any) -> None:
+    """The rr primary accepts a connection only when a worker is free for it: 40 clients
+    that come while no worker exists, then 40 more at once for one worker, are all served,
+    each by a worker of the cluster, none refused or reset."""
+    port = free_port()
+    primary, events = node_cluster("rr", PORT=str(port))
+    first = primary.fork()
+    listening(events, 1)
+    os.kill(first.pid, signal.SIGKILL)
+    events.wait("exit", first)
+    results: list[Any] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        try:
+            answer: Any = get(port, timeout=60)
+        except OSError as exc:
+            answer = exc
+        with lock:
+            results.append(answer)
+
+    early = [threading.Thread(target=client) for _ in range(40)]
+    for thread in early:
+        thread.start()
+    second = primary.fork()
+    wait_for(lambda: second.state == "listening", timeout=30, what="a second worker")
+    late = [threading.Thread(target=client) for _ in range(40)]
+    for thread in late:
+        thread.start()
+    for thread in early + late:
+        thread.join(timeout=90)
+    assert len(results) == 80, results
+    assert all(isinstance(r, tuple) and r[0] == 200 for r in results), \
+        [r for r in results if not (isinstance(r, tuple) and r[0] == 200)][:3]
+    assert {pid_of(r[1]) for r in results} == {second.pid}
+    [handle] = primary.handles.values()
+    assert not handle.pending and not handle.outstanding  # nothing left behind
+    wait_for(lambda: list(handle.free) == [second], timeout=10, what="the worker free again")
+
+
 # ---- messages ---------------------------------------------------------------------
 
 @needs_node
@@ -563,6 +604,56 @@ def test_a_peer_that_never_reads_fills_a_bounded_buffer() -> None:
             except BlockingIOError:
                 channel.flush()
         assert drained == sent and not channel.wants_write
+    finally:
+        channel.close()
+        peer.close()
+
+
+def test_a_handle_sent_at_once_is_not_copied_and_stays_the_senders() -> None:
+    """send_handle_now (the rr path): the fd goes with the line, no copy is kept, the
+    caller's fd is never closed by the channel; a second one waits for the peer's ACK."""
+    ours, peer = channel_pair()
+    channel = NodeChannel(ours)
+    r, w = os.pipe()
+    try:
+        line = b'{"cmd":"NODE_HANDLE","type":"net.Native","msg":{"n":1}}\n'
+        before = set(os.listdir("/proc/self/fd"))
+        assert channel.send_handle_now(line, r)
+        assert set(os.listdir("/proc/self/fd")) == before  # no copy made
+        assert not channel.send_handle_now(line, r)  # one handle in flight at most
+        lines, fds = _peer_lines(peer, 1)
+        assert lines == [{"cmd": "NODE_HANDLE", "type": "net.Native", "msg": {"n": 1}}]
+        os.write(w, b"!")
+        assert os.read(fds[0], 1) == b"!"
+        os.close(fds[0])
+        peer.sendall(b'{"cmd":"NODE_HANDLE_ACK"}\n')
+        with pytest.raises(TimeoutError):
+            channel.recv(timeout=0.2)  # the ACK is the channel's business
+        os.fstat(r)  # still open: the sender closes it, not the channel
+        assert channel.send_handle_now(line, r)  # the next one may go now
+        assert len(_peer_lines(peer, 1)[1]) == 1
+    finally:
+        channel.close()
+        peer.close()
+        os.close(w)
+    os.fstat(r)  # closing the channel does not close the sender's fd either
+    os.close(r)
+
+
+@pytest.mark.parametrize("line", [
+    b'{"cmd":"NODE_CLUSTER","ack":7,"accepted":true,"seq":3}',  # as Node writes it
+    b'{"seq":3,"accepted":true,"ack":7,"cmd":"NODE_CLUSTER"}',  # any other JSON shape
+    b'{"cmd": "NODE_CLUSTER", "ack": 7, "accepted": true, "seq": 3}',
+])
+def test_a_connection_acknowledgement_reads_the_same_in_any_shape(line: bytes) -> None:
+    ours, peer = channel_pair()
+    channel = NodeChannel(ours)
+    try:
+        peer.sendall(line + b"\n" + line.replace(b"true", b"false") + b"\n")
+        assert channel.recv(timeout=5) == (
+            {"cmd": "NODE_CLUSTER", "ack": 7, "accepted": True, "seq": 3}, [])
+        assert channel.recv(timeout=5) == (
+            {"cmd": "NODE_CLUSTER", "ack": 7, "accepted": False, "seq": 3}, [])
     finally:
         channel.close()
         peer.close()

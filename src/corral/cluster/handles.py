@@ -61,6 +61,13 @@ def make_listener(family: int, address: Any, *, v6only: bool = False, reuseport:
     return sock
 
 
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
 def sockname(sock: socket.socket) -> Any:
     name = sock.getsockname()
     return list(name) if isinstance(name, tuple) else name
@@ -219,20 +226,31 @@ def migrate_warning() -> str | None:
 
 class RoundRobinHandle(Handle):
     """Node's round-robin: the primary accepts, and hands each connection to the next
-    free worker; a worker has at most one handoff it has not acknowledged."""
+    free worker; a worker has at most one handoff it has not acknowledged.
+
+    Unlike Node's primary, which accepts every connection at once into a queue of its
+    own, this one accepts a connection when a worker is free to take it: while every
+    worker has one in hand, the others wait in the kernel's accept queue (its backlog is
+    raised to MAX_PENDING for that), and the listener is not even watched. Under load
+    that is one wake-up of the primary per connection (the worker's acknowledgement)
+    instead of two, and a connection the primary has not accepted outlives the primary.
+    `pending` holds only connections given back (by a worker that went away)."""
 
     policy = "rr"
 
     def __init__(self, key: tuple[Any, ...], query: dict[str, Any], backlog: int,
                  io: Any) -> None:
-        super().__init__(key, query, backlog)
+        super().__init__(key, query, max(backlog, MAX_PENDING))
         self.io = io
         self.unix, self.sock = self._listen()
         self.sock.setblocking(False)
+        # the accepted connections are plain fds (no socket object: this is the primary's
+        # work for every connection, so it is kept small), closed once a worker has its own
+        self._accept = self.sock._accept  # type: ignore[attr-defined]
         self.free: collections.deque[Worker] = collections.deque()
-        self.pending: collections.deque[tuple[socket.socket, Any]] = collections.deque()
+        self.pending: collections.deque[tuple[int, Any]] = collections.deque()
         # (worker id, seq) -> the handed connection, kept until the worker acknowledges it
-        self.outstanding: dict[tuple[int, int], tuple[Worker, socket.socket, Any]] = {}
+        self.outstanding: dict[tuple[int, int], tuple[Worker, int, Any]] = {}
         self.reading = False
         self.lock = threading.RLock()
         self.handoffs: collections.Counter[int] = collections.Counter()
@@ -249,23 +267,31 @@ class RoundRobinHandle(Handle):
             self.io.remove_reader(self.sock)
 
     def _on_readable(self) -> None:
-        """Accept what the kernel has (bounded), then hand it out."""
+        """Connections are waiting: one for each free worker; with none free, stop
+        watching the listener until a worker is (the rest wait in the kernel)."""
         with self.lock:
-            while len(self.pending) < MAX_PENDING:
-                try:
-                    conn, address = self.sock.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        log.error("rr accept: %s; will retry", exc)
-                        break
-                    raise
-                self.pending.append((conn, address))
-            if len(self.pending) >= MAX_PENDING:
-                self._stop_reading()
-            while self.pending and self.free:
-                self._handoff(self.free.popleft())
+            free = self.free
+            while free:
+                worker = free.popleft()
+                self._handoff(worker)
+                if free and free[-1] is worker:
+                    return  # nothing more to accept: it is free again, the listener watched
+            self._stop_reading()
+
+    def _next_connection(self) -> tuple[int, Any] | None:
+        if self.pending:
+            return self.pending.popleft()
+        try:
+            return self._accept()  # type: ignore[no-any-return]
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM,
+                             errno.ECONNABORTED, errno.EPROTO):
+                if exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
+                    log.error("rr accept: %s; will retry", exc)
+                return None
+            raise
 
     def add(self, worker: Worker) -> tuple[dict[str, Any], list[int]]:
         with self.lock:
@@ -289,21 +315,28 @@ class RoundRobinHandle(Handle):
     def _handoff(self, worker: Worker) -> None:
         if worker.id not in self.workers:
             return
-        if not self.pending:
+        connection = self._next_connection()
+        if connection is None:  # none waiting: the worker is free, the listener watched
             if worker not in self.free:
                 self.free.append(worker)
+            if not self.reading:
+                self._start_reading()
             return
-        conn, address = self.pending.popleft()
-        self._start_reading()
+        fd, address = connection
         seq = worker.next_seq()
-        self.outstanding[(worker.id, seq)] = (worker, conn, address)
+        self.outstanding[(worker.id, seq)] = (worker, fd, address)
+        channel = worker.channel
         try:
-            worker.channel.send({"act": "newconn", "key": list(self.key), "seq": seq,
-                                 "address": list(address) if isinstance(address, tuple)
-                                 else address}, [conn.fileno()])
+            newconn = getattr(channel, "newconn", None)
+            if newconn is not None:  # a Node worker: its channel writes Node's message itself
+                newconn(self, seq, fd)
+            else:
+                channel.send({"act": "newconn", "key": list(self.key), "seq": seq,
+                              "address": list(address) if isinstance(address, tuple)
+                              else address}, [fd])
         except Exception:  # noqa: BLE001 - the worker is going; give the connection back
             self.outstanding.pop((worker.id, seq), None)
-            self.pending.appendleft((conn, address))
+            self.pending.appendleft((fd, address))
             self.remove(worker)
 
     def on_ack(self, worker: Worker, seq: int, accepted: bool) -> None:
@@ -311,12 +344,12 @@ class RoundRobinHandle(Handle):
             entry = self.outstanding.pop((worker.id, seq), None)
             if entry is None:
                 return
-            _, conn, address = entry
+            _, fd, address = entry
             if accepted:
-                conn.close()  # the worker owns it now
+                os.close(fd)  # the worker owns it now
                 self.handoffs[worker.id] += 1
             else:
-                self.pending.appendleft((conn, address))
+                self.pending.appendleft((fd, address))
             if worker.id in self.workers:
                 self._handoff(worker)
             while self.pending and self.free:
@@ -336,20 +369,20 @@ class RoundRobinHandle(Handle):
                 pass
             if not requeue:
                 return
-            for key, (owner, conn, address) in list(self.outstanding.items()):
+            for key, (owner, fd, address) in list(self.outstanding.items()):
                 if owner is worker:
                     del self.outstanding[key]
-                    self.pending.appendleft((conn, address))
+                    self.pending.appendleft((fd, address))
             while self.pending and self.free:
                 self._handoff(self.free.popleft())
 
     def close(self) -> None:
         with self.lock:
             self._stop_reading()
-            for conn, _ in self.pending:
-                conn.close()
-            for _, conn, _ in self.outstanding.values():
-                conn.close()
+            for fd, _ in self.pending:
+                _close_quietly(fd)
+            for _, fd, _ in self.outstanding.values():
+                _close_quietly(fd)
             self.pending.clear()
             self.outstanding.clear()
             self.sock.close()

@@ -35,8 +35,10 @@ import itertools
 import json
 import logging
 import os
+import re
 import selectors
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -60,6 +62,12 @@ MAX_FDS = 16
 _ANC = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 _SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)
 _RECV_FLAGS = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+_INT_SIZE = array.array("i").itemsize
+_MSG_CTRUNC = getattr(socket, "MSG_CTRUNC", 0)
+_HANDLE_ACK_LINE = b'{"cmd":"NODE_HANDLE_ACK"}'  # as Node writes it
+# a worker's answer to a rr connection, as Node writes it: read without the JSON parser
+_CLUSTER_ACK = re.compile(
+    rb'\{"cmd":"NODE_CLUSTER","ack":(\d{1,15}),"accepted":(true|false),"seq":(\d{1,15})\}\Z')
 
 UV_TCP_IPV6ONLY = 1
 
@@ -121,12 +129,16 @@ class _Out:
 
 
 class _Unacked:
-    __slots__ = ("line", "fd", "retransmissions")
+    """The handle in flight. `owned`: the fd is the channel's copy, closed once acknowledged;
+    otherwise the sender keeps its fd open until then (send_handle_now)."""
 
-    def __init__(self, line: bytes, fd: int) -> None:
+    __slots__ = ("line", "fd", "retransmissions", "owned")
+
+    def __init__(self, line: bytes, fd: int, owned: bool = True) -> None:
         self.line = line
         self.fd = fd
         self.retransmissions = 0
+        self.owned = owned
 
 
 class NodeChannel:
@@ -189,6 +201,30 @@ class NodeChannel:
                 return
             self._enqueue(line, own)
             self._flush_locked()
+
+    def send_handle_now(self, line: bytes, fd: int) -> bool:
+        """Write a whole NODE_HANDLE line with `fd` at once, without copying the fd, when
+        nothing is queued or in flight (a rr connection: the primary's work for every
+        request). The caller keeps `fd` open until the peer has acknowledged the handle
+        (for rr: until the worker's own acknowledgement of the connection, which Node sends
+        after NODE_HANDLE_ACK). False: nothing was sent; use send()."""
+        with self._lock:
+            if self.closed or self._out or self._unacked is not None:
+                return False
+            try:
+                sent = self.sock.sendmsg(
+                    [line], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                              fd.to_bytes(_INT_SIZE, sys.byteorder, signed=True))], _SEND_FLAGS)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError as exc:
+                raise ChannelClosed(str(exc)) from None
+            self._unacked = _Unacked(line, fd, owned=False)
+            if sent < len(line):  # the rest waits for the socket (the fd went with byte 1)
+                self._out.append(_Out(memoryview(line)[sent:], None))
+                self._out_bytes += len(line) - sent
+                self._tell_write_interest()
+            return True
 
     def _enqueue(self, line: bytes, fd: int | None) -> None:
         if fd is not None:
@@ -258,8 +294,11 @@ class NodeChannel:
                     return
                 log.warning("node channel: a handle did not reach the peer after %d tries",
                             MAX_RETRANSMISSIONS + 1)
-            _close(unacked.fd)
+            if unacked.owned:
+                _close(unacked.fd)
             self._unacked = None
+            if not self._held and not self._out:
+                return  # the usual case (a rr connection acknowledged): nothing to write
             while self._held and self._unacked is None:
                 line, fd = self._held.popleft()
                 self._held_bytes -= len(line)
@@ -298,6 +337,20 @@ class NodeChannel:
             self._wait(remaining)
         return self._inbox.popleft()
 
+    def read_ready(self) -> list[tuple[Any, list[int]]]:
+        """For an owner loop told that the socket is readable: read once (the loop will
+        say again if more is waiting) and return every message read so far; raises
+        ChannelClosed at end of stream once nothing read before it is left."""
+        if not (self._eof or self.closed):
+            self._read_once()
+        if self._inbox:
+            messages = list(self._inbox)
+            self._inbox.clear()
+            return messages
+        if self._eof or self.closed:
+            raise ChannelClosed("end of stream")
+        return []
+
     @property
     def has_input(self) -> bool:
         """Messages already read and not yet returned (the socket may not wake for them)."""
@@ -333,10 +386,16 @@ class NodeChannel:
                 fds = array.array("i")
                 fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
                 self._infds.extend(fds)
-        if flags & getattr(socket, "MSG_CTRUNC", 0):
+        if flags & _MSG_CTRUNC:
             log.error("node channel: file descriptors were truncated (MSG_CTRUNC)")
         if not data:
             self._eof = True
+            return True
+        if not self._inbuf and data[-1:] == b"\n":
+            # whole lines (the usual case: a worker's acknowledgements): no buffer to keep
+            for line in data.split(b"\n")[:-1]:
+                if line.strip():
+                    self._on_line(line)
             return True
         self._inbuf += data
         start = 0
@@ -357,6 +416,14 @@ class NodeChannel:
         return True
 
     def _on_line(self, line: bytes) -> None:
+        if line == _HANDLE_ACK_LINE:  # one per handle sent (per rr connection): no parsing
+            self._handle_acked(True)
+            return
+        ack = _CLUSTER_ACK.match(line)
+        if ack is not None:
+            self._inbox.append(({"cmd": "NODE_CLUSTER", "ack": int(ack[1]),
+                                 "accepted": ack[2] == b"true", "seq": int(ack[3])}, []))
+            return
         try:
             message = json.loads(line)
         except ValueError:
@@ -401,7 +468,8 @@ class NodeChannel:
                 pass
             self.sock.close()
             if self._unacked is not None:
-                _close(self._unacked.fd)
+                if self._unacked.owned:
+                    _close(self._unacked.fd)
                 self._unacked = None
             for _, fd in self._held:
                 _close(fd)
@@ -475,10 +543,15 @@ class NodeChannel:
 class _Server:
     """One listener a Node worker asked for: its key on each side."""
 
-    __slots__ = ("node_key", "ident", "py_key", "policy", "sockname", "family", "address_type")
+    __slots__ = ("node_key", "ident", "py_key", "policy", "sockname", "family", "address_type",
+                 "newconn_head")
 
     def __init__(self, message: dict[str, Any], py_key: tuple[Any, ...], family: int) -> None:
         self.node_key = _node_key(message)
+        # Node's rr message for a connection, up to its seq (json.dumps once, not per request)
+        self.newconn_head = (
+            '{"cmd":"NODE_HANDLE","type":"net.Native","msg":{"cmd":"NODE_CLUSTER",'
+            '"act":"newconn","key":' + json.dumps(self.node_key) + ',"seq":').encode()
         self.ident = _ident(message)
         self.py_key = py_key
         self.family = family
@@ -537,7 +610,9 @@ class NodeWorkerChannel:
         self._seq = itertools.count(1)
         self._servers: dict[str, _Server] = {}
         self._queries: dict[int, _Server] = {}
-        self._newconns: dict[int, _Server] = {}
+        # seq of a rr connection -> (its server, the primary's handle that handed it)
+        self._newconns: dict[int, tuple[_Server, Any]] = {}
+        self._by_py_key: dict[tuple[Any, ...], _Server] = {}  # _server_for's answers
         self._lock = threading.Lock()
 
     # the Channel interface --------------------------------------------------------
@@ -592,7 +667,7 @@ class NodeWorkerChannel:
                 raise ChannelClosed(f"the worker has no listener for {message.get('key')}")
             seq = int(message["seq"])
             with self._lock:
-                self._newconns[seq] = server
+                self._newconns[seq] = (server, None)
             try:
                 self._cluster({"act": "newconn", "key": server.node_key, "seq": seq}, fd)
             except ChannelClosed:
@@ -610,6 +685,43 @@ class NodeWorkerChannel:
                 self._cluster({"ack": message["ack"]})
         else:
             log.debug("node worker: %r has no Node equivalent; not sent", act)
+
+    def newconn(self, handle: Any, seq: int, fd: int) -> None:
+        """Hand a rr connection to the worker (the primary's work for every request, so it
+        skips the general path: a message made of cached bytes, the fd not copied when it
+        can go at once). The caller keeps `fd` open until the worker acknowledges it."""
+        server = self._by_py_key.get(handle.key)
+        if server is None:
+            server = self._server_for(handle.key)
+            if server is None:
+                raise ChannelClosed(f"the worker has no listener for {handle.key}")
+            with self._lock:
+                self._by_py_key[handle.key] = server
+        with self._lock:
+            self._newconns[seq] = (server, handle)
+        line = server.newconn_head + b"%d}}\n" % seq
+        try:
+            if not self.raw.send_handle_now(line, fd):
+                self.raw._send_line(line, fd)
+        except ChannelClosed:
+            with self._lock:
+                self._newconns.pop(seq, None)
+            raise
+
+    def recv_ready(self) -> list[tuple[dict[str, Any], list[int]]]:
+        """recv() for an owner loop told that the socket is readable: one read, and every
+        message it completed (NodeChannel.read_ready); ChannelClosed at the end."""
+        out = []
+        for message, fds in self.raw.read_ready():
+            if not is_internal(message):
+                out.append(({"user": message}, fds))
+                continue
+            for fd in fds:
+                _close(fd)
+            translated = self._translate(message)
+            if translated is not None:
+                out.append((translated, []))
+        return out
 
     def recv(self, block: bool = True) -> tuple[dict[str, Any], list[int]] | None:
         """The next message as corral's primary understands it; Node's internal messages
@@ -653,13 +765,14 @@ class NodeWorkerChannel:
         seq = message.get("seq")
         if act is None and "ack" in message:
             with self._lock:
-                server = self._newconns.pop(message["ack"], None)
-            if server is None:
+                entry = self._newconns.pop(message["ack"], None)
+            if entry is None:
                 log.warning("node worker: acknowledgement of nothing we sent: %s",
                             json.dumps(message)[:300])
                 return None
+            server, handle = entry
             return {"act": "newconn_ack", "key": list(server.py_key), "seq": message["ack"],
-                    "accepted": bool(message.get("accepted"))}
+                    "accepted": bool(message.get("accepted")), "handle": handle}
         if act == "online":
             return {"act": "online"}
         if act == "queryServer":
@@ -677,6 +790,7 @@ class NodeWorkerChannel:
                 server = self._servers.pop(str(message.get("key")), None)
                 if server is None:
                     return None
+                self._by_py_key.clear()
                 still = any(s.py_key == server.py_key for s in self._servers.values())
             return None if still else {"act": "close", "key": list(server.py_key)}
         if act == "exitedAfterDisconnect":
@@ -749,6 +863,7 @@ class NodeWorkerChannel:
         server.sockname = reply.get("sockname")
         with self._lock:
             self._servers[server.node_key] = server
+            self._by_py_key.clear()
         if fd is not None:  # shared: the listening socket itself
             self._cluster({"errno": 0, "key": server.node_key, "ack": seq, "data": data}, fd)
             return

@@ -429,6 +429,26 @@ class Primary(EventEmitter):
     # ---- worker messages (on the I/O thread) ----------------------------------
 
     def _on_readable(self, worker: Worker) -> None:
+        channel = worker.channel
+        if isinstance(channel, NodeWorkerChannel):
+            # one read per wake-up (the selector wakes again while more is waiting)
+            try:
+                received_all = channel.recv_ready()
+            except ChannelClosed:
+                self.io.remove_reader(channel.sock)
+                self._disconnected(worker)
+                return
+            for message, fds in received_all:
+                handle = message.get("handle")
+                if handle is not None:  # a rr connection acknowledged: the hot path
+                    handle.on_ack(worker, message["seq"], message["accepted"])
+                    continue
+                try:
+                    self._dispatch(worker, message, fds)
+                except Exception:  # noqa: BLE001
+                    log.exception("worker %d: message %r failed", worker.id,
+                                  message.get("act"))
+            return
         for _ in range(64):
             try:
                 received = worker.channel.recv(block=False)
@@ -467,9 +487,9 @@ class Primary(EventEmitter):
             worker.listening.append(info)
             self._emit_both("listening", worker, info)
         elif act == "newconn_ack":
-            handle = self.handles.get(key_of({"family": message["key"][0],
-                                               "address": message["key"][1],
-                                               "v6only": message["key"][2]}))
+            handle = message.get("handle") or self.handles.get(
+                key_of({"family": message["key"][0], "address": message["key"][1],
+                        "v6only": message["key"][2]}))
             if isinstance(handle, RoundRobinHandle):
                 handle.on_ack(worker, message["seq"], bool(message.get("accepted")))
         elif act == "close":
