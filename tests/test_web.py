@@ -152,6 +152,31 @@ def test_web_prints_a_url_with_a_token_and_the_next_daemon_serves_it_again(
     assert json.loads((corral.home / "state.json").read_text())["web"] is None
 
 
+def test_an_action_that_cannot_be_recorded_says_so(corral: Corral) -> None:
+    """A dashboard action answers once the list is on disk, as a CLI request does: on a
+    full disk its answer is an error that names state.json and the cause."""
+    from test_faults import fill, small_tmpfs, tmpfs_needed
+
+    if tmpfs_needed.args[0]:
+        pytest.skip(tmpfs_needed.kwargs["reason"])
+    with small_tmpfs(corral.home):
+        try:
+            start(corral, "calm", "import time\ntime.sleep(600)\n")
+            dash = web_on(corral)
+            filler = fill(corral.home)
+            own = {**dash.bearer(), "Origin": dash.origin}
+            status, reply = dash.action("stop", "calm", own)
+            assert status == 500, (status, reply)
+            assert isinstance(reply, dict) and reply["ok"] is False
+            assert "state.json" in reply["error"] and "No space left" in reply["error"]
+            filler.unlink()
+            assert dash.action("start", "calm", own)[0] == 200  # room again
+            assert json.loads((corral.home / "state.json").read_text())["instances"][0][
+                "status"] == "online"
+        finally:
+            corral.run("kill", check=False)
+
+
 def test_web_refuses_a_remote_address_without_allow_remote(corral: Corral) -> None:
     proc = corral.run("web", "--host", "0.0.0.0", "--port", str(free_port()), check=False)
     assert proc.returncode == 1

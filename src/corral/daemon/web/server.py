@@ -615,28 +615,42 @@ class WebServer:
         if action not in ACTIONS:
             return json_response(400, {"ok": False, "error": f"unknown action {action!r}"})
         daemon = self.daemon
-        targets = [{"name": target, "path": None}]
+        changes_before = daemon.changes
         try:
-            before = {i.record.pm_id: i.record.pid for i in daemon.resolve(targets)}
-            failures: list[str] = []
-            if action == "restart":
-                await daemon.rpc_restart(targets)
-            elif action == "reload":
-                failures = (await daemon.rpc_reload(targets))["failures"]
-            elif action == "stop":
-                await daemon.rpc_stop(targets)
-            elif action == "start":
-                instances = daemon.resolve(targets)
-                await asyncio.gather(*(daemon.supervisor.start_stopped(i) for i in instances))
-                await daemon.supervisor.settled(instances)
-            else:
-                result = await daemon.rpc_scale(target, str(data.get("count", "")))
-                self.tick_now.set()
-                return json_response(200, {
-                    "ok": True, "message": f"scale {target}: {len(result['added'])} added, "
-                    f"{len(result['removed'])} removed"})
+            response = await self._act(action, target, data)
         except CorralError as exc:
-            return json_response(409, {"ok": False, "error": exc.message})
+            response = json_response(409, {"ok": False, "error": exc.message})
+        # as for the CLI's requests (Daemon.dispatch): the answer goes once the list is on disk
+        if daemon.changes != changes_before:
+            failure = daemon.save()
+            if failure is not None:
+                return json_response(500, {
+                    "ok": False, "error": f"cannot record the change in "
+                    f"{daemon.home.state_file}: {failure}; `{action}` was done, but a crash "
+                    "of the daemon now would undo it (free some space, then do it again)"})
+        return response
+
+    async def _act(self, action: str, target: str, data: dict[str, Any]) -> bytes:
+        daemon = self.daemon
+        targets = [{"name": target, "path": None}]
+        before = {i.record.pm_id: i.record.pid for i in daemon.resolve(targets)}
+        failures: list[str] = []
+        if action == "restart":
+            await daemon.rpc_restart(targets)
+        elif action == "reload":
+            failures = (await daemon.rpc_reload(targets))["failures"]
+        elif action == "stop":
+            await daemon.rpc_stop(targets)
+        elif action == "start":
+            instances = daemon.resolve(targets)
+            await asyncio.gather(*(daemon.supervisor.start_stopped(i) for i in instances))
+            await daemon.supervisor.settled(instances)
+        else:
+            result = await daemon.rpc_scale(target, str(data.get("count", "")))
+            self.tick_now.set()
+            return json_response(200, {
+                "ok": True, "message": f"scale {target}: {len(result['added'])} added, "
+                f"{len(result['removed'])} removed"})
         self.tick_now.set()
         table = daemon.supervisor.instances
         changes = []
