@@ -20,6 +20,8 @@ What it does:
          has written its stamp, and until the manager lists every app `online`;
       3. after 5 s: `list` and `jlist` of both daemons and `python -c pass`, in the same
          rounds (order shuffled in each), so 10 and N apps are compared under the same load;
+         then `save` in both homes and rounds of `list` again (a saved list is checked by
+         each `corral list`);
       4. the daemon's RSS and CPU over an idle window (30 s), its open fds (/proc/<pid>/fd,
          by kind) and the fds per app;
       5. `delete all`: the call's wall time and the time until every app process is gone;
@@ -236,13 +238,14 @@ class Bench(ManagerBench):
                                  "`delete all`")
             time.sleep(0.05)
 
-    def bench_cli(self, manager: str, runs: int, warmups: int) -> dict[str, list[float]]:
-        """`list` and `jlist` of both daemons and `python -c pass`, in an order shuffled in
-        each round."""
+    def bench_cli(self, manager: str, runs: int, warmups: int,
+                  commands: tuple[str, ...] = ("list", "jlist")) -> dict[str, list[float]]:
+        """`list` and `jlist` (or `commands`) of both daemons and `python -c pass`, in an
+        order shuffled in each round."""
         exe = self.cli(manager)
         table = {"python -c pass": ([self.python, "-c", "pass"], self.env)}
         for size in ("small", "large"):
-            for command in ("list", "jlist"):
+            for command in commands:
                 table[f"{command} {size}"] = ([exe, command], self.env_of(manager, size))
         samples: dict[str, list[float]] = {name: [] for name in table}
         samples["busy_cores"] = []
@@ -345,6 +348,12 @@ class Bench(ManagerBench):
         say(f"{manager}: `list` / `jlist` with {SMALL} and with {a.apps} apps, "
             f"{a.runs} rounds")
         out["cli"] = self.bench_cli(manager, a.runs, 1)
+        # what most users of many apps have: a saved list (each `corral list` checks whether
+        # it still matches the apps)
+        say(f"{manager}: `save`, then `list` again, {a.runs} rounds")
+        for env in (small_env, large_env):
+            self.run([exe, "save"], timeout=300, env=env)
+        out["cli_saved"] = self.bench_cli(manager, a.runs, 1, commands=("list",))
         say(f"{manager}: idle window {a.idle:.0f} s")
         time.sleep(3)
         busy = Busy()
@@ -425,6 +434,10 @@ def report(r: dict[str, Any]) -> str:
                 {k: ms(m[k]["cli"][f"{command} {size}"]) for k in names}, 1)
     row("`python -c pass` in the same rounds (ms)",
         {k: ms(m[k]["cli"]["python -c pass"]) for k in names}, 1)
+    if all("cli_saved" in m[k] for k in names):
+        for size, count in (("small", SMALL), ("large", n)):
+            row(f"`list` after `save`, {count} apps (ms; rounds of their own)",
+                {k: ms(m[k]["cli_saved"][f"list {size}"]) for k in names}, 1)
     row(f"daemon RSS, {n} apps idle (MiB)", {k: m[k]["idle"]["rss_mib"] for k in names}, 1)
     span = r["settings"]["idle_s"]
     row(f"daemon CPU, {n} apps idle, utime+stime over {span:.0f} s (s)",
@@ -450,6 +463,13 @@ def report(r: dict[str, Any]) -> str:
             lines.append(f"{name}: `{command}` with {n} apps / with {SMALL} apps, paired by "
                          f"round {fmt(summary(paired), 2)}, ratio of medians "
                          f"{medians:.2f}{verdict}")
+        saved = m[name].get("cli_saved")
+        if saved:
+            paired = [b / a for a, b in zip(saved["list small"], saved["list large"])]
+            medians = summary(saved["list large"])["median"] / summary(
+                saved["list small"])["median"]
+            lines.append(f"{name}: `list` after `save`, {n} apps / {SMALL} apps, paired by "
+                         f"round {fmt(summary(paired), 2)}, ratio of medians {medians:.2f}")
     for name in names:
         fds = ", ".join(f"{k} {v}" for k, v in m[name]["fds"].items())
         lines.append(f"{name} daemon fds ({m[name]['fds_total']} with {n} apps, "

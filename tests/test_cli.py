@@ -218,3 +218,58 @@ def test_shell_command_arguments(corral: Corral) -> None:
                "two")
     wait_for(lambda: out.exists() and out.read_text().strip(), what="the shell app")
     assert out.read_text().strip() == "one two"
+
+
+def test_list_table_rows_and_the_fallback_for_an_older_daemon(
+        corral: Corral, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`list` asks for table rows (lists of what the table shows, and the saved-list
+    check, in one reply); a daemon that does not know `table` gets `list` with brief
+    and `saved`, and the table printed is the same."""
+    from corral.client import cli, connection, render
+    from corral.store.home import Home
+
+    corral.run("start", str(corral.script("t.py", SLEEPER)), "-i", "2", "--exec-mode", "fork")
+    corral.run("start", str(corral.script("u.py", SLEEPER)), "--namespace", "other")
+    wait_for(lambda: [r["pm2_env"]["status"] for r in corral.jlist()] == ["online"] * 3,
+             what="three instances online")
+    corral.run("save")
+    client = connection.Client(Home(str(corral.home)))
+    reply = client.call("list", table=True)
+    assert list(reply["columns"]) == render.TABLE_COLUMNS and reply["saved"] is True
+    brief = {r["pm_id"]: r for r in client.call("list", brief=True)}
+    for row in reply["rows"]:
+        values = dict(zip(render.TABLE_COLUMNS, row))
+        them = brief[values["pm_id"]]
+        assert (values["name"], values["namespace"], values["exec_mode"]) == (
+            them["spec"]["name"], them["spec"]["namespace"], them["spec"]["exec_mode"])
+        for key in ("pid", "pm_uptime", "restart_time", "status", "health", "watching"):
+            assert values[key] == them[key], key
+        assert values["memory"] > 0 and values["last_error_line"] is None
+    client.close()
+
+    monkeypatch.setenv("CORRAL_HOME", str(corral.home))
+    monkeypatch.delenv("COLUMNS", raising=False)
+    corral.run("start", str(corral.script("v.py", SLEEPER)))  # not saved: said on stderr
+
+    def table(text: str) -> list[list[str]]:  # the uptime column may tick between calls
+        return [line.split()[:5] + line.split()[6:] for line in text.splitlines()]
+
+    assert cli.main(["list"]) == 0
+    new = capsys.readouterr()
+
+    sent: list[tuple[str, list[str]]] = []
+
+    class OlderDaemon(connection.Client):  # sends what a daemon before `table` refuses
+        def send(self, method: str, **params: object) -> str:
+            if params.pop("table", False):
+                params["no_such_flag"] = True
+            sent.append((method, sorted(params)))
+            return super().send(method, **params)
+
+    monkeypatch.setattr(connection, "Client", OlderDaemon)
+    assert cli.main(["list"]) == 0
+    old = capsys.readouterr()
+    assert sent[1:] == [("list", ["no_such_flag"]), ("list", ["brief"]), ("saved", [])]
+    assert table(new.out) == table(old.out) and len(new.out.splitlines()) == 5
+    assert new.err == old.err and new.err.count("run `corral save` to keep them") == 1

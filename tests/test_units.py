@@ -686,3 +686,150 @@ def test_parsing_an_alias_dispatches_by_the_alias() -> None:
     assert parser.parse_args(["ls"]).command == "ls"
     assert parser.parse_args(["del", "web"]).command == "del"
     assert cli.HANDLERS[parser.parse_args(["del", "web"]).command] is cli.HANDLERS["delete"]
+
+
+# ---- `corral list` at scale (issue 17): table rows, the /proc walk, the saved-list check ----
+
+def _table_row_pairs(count: int) -> tuple[list[dict[str, object]], list[list[object]]]:
+    """The same apps as the dict rows of `list` (brief) and as `list` table rows."""
+    import time
+
+    from corral.client import render
+
+    now = time.time() * 1000
+    names = ["web", "worker-" * 9, "ünï€ode", "a%sb", "x"]
+    statuses = ["online", "stopped", "errored", "launching", "stopping", "waiting restart"]
+    dicts: list[dict[str, object]] = []
+    table: list[list[object]] = []
+    for i in range(count):
+        pid = 0 if i % 4 == 3 else 1000 + i
+        # uptimes mid-second, so that the two renderings cannot fall on either side of one
+        uptime = now - [30_500, 90_500, 7_200_500, 200_000_500][i % 4]
+        memory = [0, 1000, 5_000_000, 3 << 30, 1048576][i % 5]
+        values = {
+            "pm_id": i, "name": f"{names[i % 5]}{i}", "namespace": ["default", "prod"][i % 7 == 0],
+            "exec_mode": ["fork", "cluster"][i % 2], "pid": pid, "pm_uptime": uptime,
+            "restart_time": i % 3, "status": statuses[i % 6],
+            "health": [None, "healthy", "unhealthy"][i % 3], "cpu": [0.0, 12.5, 150.4][i % 3],
+            "memory": memory, "watching": i % 5 == 0,
+            "last_error_line": "Traceback: boom" if i % 6 == 2 else None,
+            "reason": "too many unstable restarts" if i % 12 == 2 else None}
+        table.append([values[c] for c in render.TABLE_COLUMNS])
+        dicts.append({**values, "spec": {"name": values["name"], "namespace": values["namespace"],
+                                         "exec_mode": values["exec_mode"]},
+                      "monit": {"cpu": values["cpu"], "memory": values["memory"]}})
+    return dicts, table
+
+
+@pytest.mark.parametrize("count", [1, 7, 40])
+def test_table_rows_render_as_the_brief_rows(count: int) -> None:
+    from corral.client import render
+
+    dicts, table = _table_row_pairs(count)
+    for width in (None, 200, 120, 90, 70, 50, 30, 12, 1):
+        for colour in (False, True):
+            for boxed in (False, True):
+                assert render.format_cells(render.table_cells(table), colour, boxed, width) \
+                    == render.format_table(dicts, colour, boxed, width), (width, colour, boxed)
+        assert render.crash_notes(render.table_notes_rows(table), width) == \
+            render.crash_notes(dicts, width)  # type: ignore[arg-type]
+
+
+def test_table_columns_are_the_daemons() -> None:
+    from corral.client import render
+    from corral.daemon.rpc import TABLE_COLUMNS
+
+    assert list(TABLE_COLUMNS) == render.TABLE_COLUMNS
+
+
+TREE_APP = """
+import subprocess, sys, threading
+kids = [subprocess.Popen(["sleep", "120"])]
+def fork():  # a child of another thread: listed under that thread's children file
+    kids.append(subprocess.Popen(["sleep", "120"]))
+thread = threading.Thread(target=fork)
+thread.start()
+thread.join()
+keep = threading.Thread(target=sys.stdin.read)  # two threads from now on
+keep.start()
+print(" ".join(str(k.pid) for k in kids), flush=True)
+keep.join()
+"""
+
+
+def test_tree_metrics_walk_and_scan_agree(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from corral.daemon import metrics
+
+    from conftest import wait_for
+
+    if not os.path.exists("/proc/self/stat"):
+        pytest.skip("needs /proc")
+    root = subprocess.Popen([sys.executable, "-c", TREE_APP], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    kids: list[int] = []
+    try:
+        assert root.stdout is not None
+        kids = [int(p) for p in root.stdout.readline().split()]
+        assert len(kids) == 2
+
+        def pages(pid: int) -> int:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                return int(f.read().rsplit(b")", 1)[1].split()[21])
+
+        def both() -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]]] | None:
+            scan = metrics._sum_trees(*metrics._proc_table(), [root.pid])  # type: ignore[misc]
+            walk = metrics._walk([root.pid]) if metrics._children_files() else scan
+            return (walk, scan) if walk == scan else None  # idle: the same twice
+
+        wait_for(both, timeout=20, what="an idle tree, the same by the walk and the scan")
+
+        def whole_tree(tm: metrics.TreeMetrics) -> bool:
+            expected = sum(pages(p) for p in [root.pid, *kids]) * metrics._PAGE_SIZE
+            return tm.collect({root.pid: 0.0})[root.pid][1] == expected
+
+        wait_for(lambda: whole_tree(metrics.TreeMetrics()), timeout=20,
+                 what="the memory of the root and of both children")
+        scanning = metrics.TreeMetrics()
+        scanning._walkable = False  # a kernel without the children files: the scan
+        wait_for(lambda: whole_tree(scanning), timeout=20, what="the same by the scan")
+        assert metrics._walk([2 ** 22 + 1]) == {}  # no such process
+        assert metrics.TreeMetrics().collect({}) == {}
+    finally:
+        for pid in [root.pid, *kids]:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        root.wait(timeout=10)
+
+
+def test_saved_list_check_without_json_round_trip(home: Home) -> None:
+    from corral.store import dump
+
+    home.ensure()
+    records = [InstanceRecord(pm_id=i, spec=AppSpec(name=f"a{i // 2}", script="a.py",
+                                                    env={"K": "v"}, instances=2),
+                              instance_index=i % 2, status=states.ONLINE)
+               for i in range(6)]
+    assert dump.in_sync(home, records) is None  # nothing saved
+    dump.write(home, dump.build(records))
+    assert dump.in_sync(home, records) is True
+    records[2].spec.max_restarts += 1  # changed in place, as an update does
+    assert dump.in_sync(home, records) is False
+    records[2].spec.max_restarts -= 1
+    assert dump.in_sync(home, records) is True
+    records[0].spec.args = ("x",)  # type: ignore[assignment]  # a tuple: a list in JSON
+    records[1].spec.args = ("x",)  # type: ignore[assignment]
+    assert dump.in_sync(home, records) is False
+    dump.write(home, dump.build(records))
+    assert dump.in_sync(home, records) is True  # ["x"] read back, ("x",) here: the same
+    records[4].status = records[5].status = states.STOPPED
+    assert dump.in_sync(home, records) is False
+    records[4].status = states.ONLINE  # one instance still running: not stopped
+    assert dump.in_sync(home, records) is True
+    assert dump.in_sync(home, records[:4]) is False  # an app fewer
+    records[0].spec.force = True  # not what a resurrect compares
+    assert dump.in_sync(home, records) is True

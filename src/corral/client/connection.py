@@ -142,20 +142,30 @@ class Client:
             raise CorralError(answer or f"the daemon did not start; see {self.home.daemon_log}")
 
     def call(self, method: str, **params: object) -> Any:
+        return self.receive(self.send(method, **params))
+
+    def send(self, method: str, **params: object) -> str:
+        """The first half of call(): the request goes out; receive() waits for its reply
+        (`corral list` imports the table's code meanwhile, while the daemon works)."""
         request_id = next(self._ids)
         frame = encode({"id": request_id, "method": method, "params": params})
         if method != "hello" and time.monotonic() - self.last_used > IDLE_RECONNECT_S:
             self._reconnect()  # the daemon closes connections idle for long
         try:
             self.sock.sendall(frame)
+        except TimeoutError:
+            return self._timed_out(method)
+        except OSError as exc:
+            raise CorralError(f"lost the connection to the daemon ({exc}); see "
+                              f"{self.home.daemon_log}") from None
+        return method
+
+    def receive(self, method: str) -> Any:
+        """The reply to the request send() sent (the one in flight: one at a time)."""
+        try:
             response: Any = read_frame(self.sock)
         except TimeoutError:
-            waited = self.sock.gettimeout() or 0
-            raise CorralError(
-                f"the daemon{f' (pid {self.daemon_pid})' if self.daemon_pid else ''} did "
-                f"not answer `{method}` within {waited:.0f} s; it may be hung or still at "
-                f"work: see {self.home.daemon_log} and `corral list`. CORRAL_TIMEOUT=SECONDS "
-                "waits longer (0: no limit)") from None
+            return self._timed_out(method)
         except (OSError, ProtocolError) as exc:
             raise CorralError(f"lost the connection to the daemon ({exc}); see "
                               f"{self.home.daemon_log}") from None
@@ -164,6 +174,14 @@ class Client:
             error = response["error"]
             raise CorralError(error["message"], code=error.get("code", 1))
         return response["result"]
+
+    def _timed_out(self, method: str) -> Any:
+        waited = self.sock.gettimeout() or 0
+        raise CorralError(
+            f"the daemon{f' (pid {self.daemon_pid})' if self.daemon_pid else ''} did "
+            f"not answer `{method}` within {waited:.0f} s; it may be hung or still at "
+            f"work: see {self.home.daemon_log} and `corral list`. CORRAL_TIMEOUT=SECONDS "
+            "waits longer (0: no limit)") from None
 
     def _reconnect(self) -> None:
         self.sock.close()

@@ -79,6 +79,58 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
+# `list` with table: the daemon's rows are lists of these (daemon/rpc.py TABLE_COLUMNS)
+TABLE_COLUMNS = ["pm_id", "name", "namespace", "exec_mode", "pid", "pm_uptime",
+                 "restart_time", "status", "health", "cpu", "memory", "watching",
+                 "last_error_line", "reason"]
+
+
+def table_cells(rows: list[list[Any]]) -> list[list[str]]:
+    """table_rows() of the daemon's table rows (lists of TABLE_COLUMNS): the same cells,
+    with as little work a row as it takes (a `list` of 1,000 apps, BENCHMARKS.md):
+    human_duration() and human_bytes() inlined."""
+    now = time.time() * 1000
+    user = username()
+    out: list[list[str]] = []
+    append = out.append
+    online, unhealthy = states.ONLINE, states.UNHEALTHY
+    for row in rows:
+        (pm_id, name, namespace, mode, pid, uptime, restarts, status, health, cpu, memory,
+         watching) = row[:12]
+        if health == unhealthy and status == online:
+            status = unhealthy
+        if not pid:
+            append([str(pm_id), name, namespace, mode, "0", "0", str(restarts), status, "0%",
+                    "0b", user, "enabled" if watching else "disabled"])
+            continue
+        seconds = (now - uptime) / 1000
+        if seconds < 60:
+            age = f"{int(max(seconds, 0))}s"
+        elif seconds < 3600:
+            age = f"{int(seconds // 60)}m"
+        elif seconds < 86400:
+            age = f"{int(seconds // 3600)}h"
+        else:
+            age = f"{int(seconds // 86400)}D"
+        if memory < 1024:
+            mem = f"{memory:.0f}b"
+        elif memory < 1048576:
+            mem = f"{memory / 1024:.1f}kb"
+        elif memory < 1073741824:
+            mem = f"{memory / 1048576:.1f}mb"
+        else:
+            mem = f"{memory / 1073741824:.1f}gb"
+        append([str(pm_id), name, namespace, mode, str(pid), age, str(restarts), status,
+                f"{cpu:.0f}%", mem, user, "enabled" if watching else "disabled"])
+    return out
+
+
+def table_notes_rows(rows: list[list[Any]]) -> list[dict[str, Any]]:
+    """The rows crash_notes() reads (those with a last error line), as dicts."""
+    return [{"spec": {"name": row[1]}, "status": row[7], "restart_time": row[6],
+             "last_error_line": row[12], "reason": row[13]} for row in rows if row[12]]
+
+
 HEADERS = ["id", "name", "namespace", "mode", "pid", "uptime", "↺", "status", "cpu", "mem",
            "user", "watching"]
 # narrower layouts, tried in turn when the full one is wider than the terminal (PM2
@@ -113,12 +165,21 @@ def shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[:max(width - 1, 0)] + "…"
 
 
-def choose_layout(cells: list[list[str]], boxed: bool, width: int | None
-                  ) -> tuple[list[int], int]:
+def natural_widths(cells: list[list[str]]) -> list[int]:
+    """Each column's width with nothing cut: its widest cell or its header."""
+    natural = [len(h) for h in HEADERS]
+    if cells:
+        natural = [max(w, max(map(len, column))) for w, column in zip(natural, zip(*cells))]
+    return natural
+
+
+def choose_layout(cells: list[list[str]], boxed: bool, width: int | None,
+                  natural: list[int] | None = None) -> tuple[list[int], int]:
     """The columns to show (indexes into HEADERS) and the name column's width: the
     widest layout that fits `width` with names of at least MIN_NAME characters (or
     whole), else the narrowest one with names cut to fit."""
-    natural = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(HEADERS)]
+    if natural is None:
+        natural = natural_widths(cells)
     plain_ns = all(c[2] == "default" for c in cells)
     chosen: list[int] = []
     name_width = natural[1]
@@ -140,15 +201,22 @@ def format_table(rows: list[dict[str, Any]], colour: bool, boxed: bool,
                  width: int | None = None) -> str:
     """The process table; with a width (the terminal's), in a narrower layout when the
     full one would wrap, names shortened with an ellipsis."""
-    all_cells = table_rows(rows)
-    columns, name_width = choose_layout(all_cells, boxed, width)
+    return format_cells(table_rows(rows), colour, boxed, width)
+
+
+def format_cells(all_cells: list[list[str]], colour: bool, boxed: bool,
+                 width: int | None = None) -> str:
+    """format_table() of the cells of table_rows() (or table_cells()): one %-format a
+    line, the colours put in the format (the name's) or looked up (the status's)."""
+    natural = natural_widths(all_cells)
+    columns, name_width = choose_layout(all_cells, boxed, width, natural)
     headers = [HEADERS[i] for i in columns]
-    cells = [[shorten(line[i], name_width) if i == 1 else line[i] for i in columns]
-             for line in all_cells]
-    widths = [len(h) for h in headers]
-    for line in cells:
-        for i, cell in enumerate(line):
-            widths[i] = max(widths[i], len(cell))
+    cells = all_cells if len(columns) == len(HEADERS) else [
+        [line[i] for i in columns] for line in all_cells]
+    # the name is the second column of every layout; name_width is at least 4 ("name")
+    if natural[1] > name_width:
+        cells = [[line[0], shorten(line[1], name_width), *line[2:]] for line in cells]
+    widths = [min(natural[1], name_width) if i == 1 else natural[i] for i in columns]
     status_col = headers.index("status")
 
     def fmt(line: list[str], header: bool = False) -> list[str]:
@@ -164,14 +232,34 @@ def format_table(rows: list[dict[str, Any]], colour: bool, boxed: bool,
             parts.append(text)
         return parts
 
+    # the rows: one format string; the status cell comes padded (and painted) from a table
+    # of the statuses seen, since its colour depends on its text
+    pieces = []
+    for i in range(len(headers)):
+        if i == status_col:
+            pieces.append("%s")
+        elif i == 1 and colour:
+            pieces.append(f"\x1b[36m%-{widths[i]}s\x1b[0m")
+        else:
+            pieces.append(f"%-{widths[i]}s")
+    padded: dict[str, str] = {}
+    for line in cells:
+        status = line[status_col]
+        if status not in padded:
+            padded[status] = paint(status.ljust(widths[status_col]),
+                                   STATUS_COLOURS.get(status), colour)
     if not boxed:
+        template = "  ".join(pieces)
         lines = ["  ".join(fmt(headers, True)).rstrip()]
-        lines += ["  ".join(fmt(c)).rstrip() for c in cells]
+        lines += [(template % (*line[:status_col], padded[line[status_col]],
+                               *line[status_col + 1:])).rstrip() for line in cells]
         return "\n".join(lines)
+    template = "│ " + " │ ".join(pieces) + " │"
     bar = [("─" * (w + 2)) for w in widths]
     lines = ["┌" + "┬".join(bar) + "┐", "│ " + " │ ".join(fmt(headers, True)) + " │",
              "├" + "┼".join(bar) + "┤"]
-    lines += ["│ " + " │ ".join(fmt(c)) + " │" for c in cells]
+    lines += [template % (*line[:status_col], padded[line[status_col]],
+                          *line[status_col + 1:]) for line in cells]
     lines.append("└" + "┴".join(bar) + "┘")
     return "\n".join(lines)
 

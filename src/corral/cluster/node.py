@@ -770,8 +770,8 @@ class NodeWorkerChannel:
                 log.warning("node worker: acknowledgement of nothing we sent: %s",
                             json.dumps(message)[:300])
                 return None
-            server, handle = entry
-            return {"act": "newconn_ack", "key": list(server.py_key), "seq": message["ack"],
+            acked, handle = entry
+            return {"act": "newconn_ack", "key": list(acked.py_key), "seq": message["ack"],
                     "accepted": bool(message.get("accepted")), "handle": handle}
         if act == "online":
             return {"act": "online"}

@@ -43,6 +43,11 @@ MAX_TARGET_CHARS = 4096  # a target word: a name, an id, a namespace or a script
 # `list` with brief (the CLI's table): the settings the table shows (client/render.py
 # table_rows, crash_notes); the rest of the spec is 60 % of a row's bytes to encode and decode
 BRIEF_SPEC_KEYS = ("name", "namespace", "exec_mode")
+# `list` with table (the CLI's table since issue 17): each row a list of these, no more;
+# client/render.py TABLE_COLUMNS reads them by position (`columns` says them, for checks)
+TABLE_COLUMNS = ("pm_id", "name", "namespace", "exec_mode", "pid", "pm_uptime",
+                 "restart_time", "status", "health", "cpu", "memory", "watching",
+                 "last_error_line", "reason")
 
 # what `restart`/`reload` options may change of a registered app (PM2's attribute update):
 # everything `start` sets except what makes it another program or other instances
@@ -109,6 +114,33 @@ class Rpc:
             rows.append(data)
         return rows
 
+    def table_view(self) -> dict[str, Any]:
+        """`list` with table (the CLI's table): each row a list of TABLE_COLUMNS, an
+        eighth of a brief row's bytes, and `saved` (dump.in_sync: the `saved` request's answer,
+        without its round trip)."""
+        from corral.store import dump
+
+        instances = sorted(self.supervisor.instances.values(), key=lambda i: i.record.pm_id)
+        roots = {i.record.pid: i.record.pid_create_time for i in instances if i.record.pid}
+        sampled = self.metrics.collect(roots)
+        watching = self.supervisor.triggers.watching
+        now_ms = time.time() * 1000
+        rows = []
+        for inst in instances:
+            rec = inst.record
+            spec = rec.spec
+            cpu, memory = sampled.get(rec.pid, (0.0, 0)) if rec.pid else (0.0, 0)
+            line = None
+            if rec.status == "errored" or rec.unstable_restarts and (
+                    rec.status != "online"
+                    or now_ms - rec.pm_uptime < spec.min_uptime_ms + 5000):
+                line = last_line(rec.err_log_path)  # a crash loop, as in view()
+            rows.append([rec.pm_id, spec.name, spec.namespace, spec.exec_mode, rec.pid,
+                         rec.pm_uptime, rec.restart_time, rec.status, rec.health, cpu, memory,
+                         watching(spec.name), line, rec.reason if line else None])
+        return {"columns": TABLE_COLUMNS, "rows": rows,
+                "saved": dump.in_sync(self.home, (i.record for i in instances))}
+
     def resolve(self, targets: list[dict[str, Any]], empty_ok: bool = False
                 ) -> list[Instance]:
         """Targets (name, id, namespace, script path, /regex/, `all`) -> instances; one
@@ -132,7 +164,12 @@ class Rpc:
     async def rpc_ping(self) -> str:
         return "pong"
 
-    async def rpc_list(self, env: bool = False, brief: bool = False) -> list[dict[str, Any]]:
+    async def rpc_list(self, env: bool = False, brief: bool = False, table: bool = False
+                       ) -> list[dict[str, Any]] | dict[str, Any]:
+        """The rows (jlist, describe, the API); table: only what the CLI's table shows,
+        as lists (TABLE_COLUMNS), and whether the saved list still matches."""
+        if table:
+            return self.table_view()
         return self.view(with_env=env, brief=brief)
 
     async def rpc_start(self, apps: list[dict[str, Any]], wait: bool = True
