@@ -52,6 +52,30 @@ def test_ecosystem_file_cluster_two_workers_one_port(corral: Corral) -> None:
         in described
 
 
+def test_workers_share_the_daemons_session_and_fork_apps_have_their_own(
+        corral: Corral) -> None:
+    """Each app leads its own process group (the stop signal goes to the group); cluster
+    workers stay in the daemon's session, as Node's cluster.fork() children do (one unit
+    for the kernel's autogroup scheduler); a fork app is a session leader."""
+    import sys
+
+    port = free_port()
+    workers = start_cluster(corral, port, 2, "rr")
+    solo = corral.script("solo.py", "import time\ntime.sleep(600)\n")
+    corral.run("start", str(solo))
+    fork_pid = corral.wait_status("solo", "online")["pid"]
+    daemon = corral.daemon_pid()
+    for row in workers:
+        pid = row["pid"]
+        assert os.getpgid(pid) == pid, "a worker leads its process group"
+        assert os.getsid(pid) == (os.getsid(daemon) if sys.version_info >= (3, 11) else pid)
+    assert os.getpgid(fork_pid) == fork_pid and os.getsid(fork_pid) == fork_pid
+    corral.run("stop", "all")
+    for pid in [r["pid"] for r in workers] + [fork_pid]:
+        wait_for(lambda p=pid: not alive(p), timeout=20,  # type: ignore[misc]
+                 what=f"pid {pid} stopped")
+
+
 @needs_wrk
 @pytest.mark.parametrize("instances", [2, 4])
 @pytest.mark.parametrize("policy", ["shared", "rr"])

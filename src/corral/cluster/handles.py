@@ -267,15 +267,28 @@ class RoundRobinHandle(Handle):
             self.io.remove_reader(self.sock)
 
     def _on_readable(self) -> None:
-        """Connections are waiting: one for each free worker; with none free, stop
-        watching the listener until a worker is (the rest wait in the kernel)."""
+        """Connections are waiting: one for each free worker."""
         with self.lock:
-            free = self.free
-            while free:
-                worker = free.popleft()
-                self._handoff(worker)
-                if free and free[-1] is worker:
-                    return  # nothing more to accept: it is free again, the listener watched
+            self._serve_free()
+
+    def _serve_free(self) -> None:
+        """Hand waiting connections to the free workers, the longest free first (Node's
+        order). No connection left: the listener is watched; no free worker left: it is
+        not (the rest wait in the kernel's queue until an acknowledgement frees one)."""
+        free = self.free
+        while free:
+            worker = free[0]
+            if worker.id not in self.workers:
+                free.popleft()
+                continue
+            connection = self._next_connection()
+            if connection is None:
+                if not self.reading:
+                    self._start_reading()
+                return
+            free.popleft()
+            self._send(worker, connection)
+        if self.reading:
             self._stop_reading()
 
     def _next_connection(self) -> tuple[int, Any] | None:
@@ -307,21 +320,13 @@ class RoundRobinHandle(Handle):
     def _welcome(self, worker: Worker) -> None:
         with self.lock:
             if worker.id in self.workers and not self._busy(worker):
-                self._handoff(worker)
+                self.free.append(worker)
+                self._serve_free()
 
     def _busy(self, worker: Worker) -> bool:
         return any(w is worker for w, _, _ in self.outstanding.values()) or worker in self.free
 
-    def _handoff(self, worker: Worker) -> None:
-        if worker.id not in self.workers:
-            return
-        connection = self._next_connection()
-        if connection is None:  # none waiting: the worker is free, the listener watched
-            if worker not in self.free:
-                self.free.append(worker)
-            if not self.reading:
-                self._start_reading()
-            return
+    def _send(self, worker: Worker, connection: tuple[int, Any]) -> None:
         fd, address = connection
         seq = worker.next_seq()
         self.outstanding[(worker.id, seq)] = (worker, fd, address)
@@ -336,7 +341,7 @@ class RoundRobinHandle(Handle):
                               else address}, [fd])
         except Exception:  # noqa: BLE001 - the worker is going; give the connection back
             self.outstanding.pop((worker.id, seq), None)
-            self.pending.appendleft((fd, address))
+            self.pending.appendleft(connection)
             self.remove(worker)
 
     def on_ack(self, worker: Worker, seq: int, accepted: bool) -> None:
@@ -350,10 +355,9 @@ class RoundRobinHandle(Handle):
                 self.handoffs[worker.id] += 1
             else:
                 self.pending.appendleft((fd, address))
-            if worker.id in self.workers:
-                self._handoff(worker)
-            while self.pending and self.free:
-                self._handoff(self.free.popleft())
+            if worker.id in self.workers and worker not in self.free:
+                self.free.append(worker)  # behind the workers free before it
+            self._serve_free()
 
     def remove(self, worker: Worker, requeue: bool = True) -> None:
         """Stop handing connections to a worker; what it did not accept goes to others.
@@ -373,8 +377,7 @@ class RoundRobinHandle(Handle):
                 if owner is worker:
                     del self.outstanding[key]
                     self.pending.appendleft((fd, address))
-            while self.pending and self.free:
-                self._handoff(self.free.popleft())
+            self._serve_free()
 
     def close(self) -> None:
         with self.lock:

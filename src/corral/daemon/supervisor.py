@@ -433,6 +433,15 @@ class Supervisor:
         try:
             out_fd = open_child_end(self._fifo(rec.pm_id, "out"))
             err_fd = open_child_end(self._fifo(rec.pm_id, "err"))
+            # every app leads its own process group (the stop signal goes to the group);
+            # a fork app gets its own session too, a cluster worker stays in the daemon's,
+            # as Node's cluster.fork() does: with the kernel's autogroup scheduling a
+            # session is one unit, and a worker in another one than the daemon that hands
+            # it connections waits longer for each (docs/lifecycle.md, "The process")
+            # (Popen's process_group is Python 3.11's; 3.10 gives workers a session too)
+            session: dict[str, Any] = {"process_group": 0} if (
+                cluster is not None and sys.version_info >= (3, 11)) \
+                else {"start_new_session": True}
             popen = subprocess.Popen(
                 argv,
                 cwd=spec.cwd or None,
@@ -440,9 +449,9 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=out_fd,
                 stderr=err_fd,
-                start_new_session=True,
                 close_fds=True,
                 pass_fds=pass_fds,
+                **session,
             )
         except (OSError, ValueError) as exc:
             reason = f"cannot start {argv[0]}: {getattr(exc, 'strerror', None) or exc}"
