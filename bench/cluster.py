@@ -58,28 +58,27 @@ from typing import Any
 
 from common import (
     CLK_TCK,
-    REPO,
     BenchError,
+    ServerBench,
     add_end_options,
-    alive,
-    bench_env,
-    cmdline,
     git_info,
     install_corral,
+    loadavg_span,
     machine_info,
     new_parser,
     remove_tmp,
     run_bench,
-    run_cmd,
+    running_in,
     save_results,
     say,
     stat_fields,
+    system_cpu_values,
     unmet_needs,
+    wait_gone,
     wait_quiet,
 )
 from common import fmt_values as fmt
 
-APPS = os.path.join(REPO, "bench", "apps")
 BASE_PORT = 18110  # below the ephemeral range, so wrk's own ports never collide
 
 
@@ -95,9 +94,7 @@ def cpu_ticks(pid: int) -> int | None:
 
 def system_cpu() -> tuple[int, int, int]:
     """(busy, idle, steal) ticks of the whole machine, from /proc/stat."""
-    with open("/proc/stat") as f:
-        values = [int(x) for x in f.readline().split()[1:9]]
-    user, nice, system, idle, iowait, irq, softirq, steal = values
+    user, nice, system, idle, iowait, irq, softirq, steal = system_cpu_values()
     return user + nice + system + irq + softirq, idle + iowait, steal
 
 
@@ -304,13 +301,9 @@ class Running:
             pass
         tmp = self.bench.tmp
         forced: list[int] = []
-        deadline = time.monotonic() + 5
-        while any(alive(p) and tmp in cmdline(p) for p in self.pids):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        wait_gone(self.pids, tmp, 5, 0.05)
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            left = [p for p in sorted(self.pids) if alive(p) and tmp in cmdline(p)]
+            left = running_in(self.pids, tmp)
             for pid in left:
                 if pid not in forced:
                     forced.append(pid)
@@ -330,22 +323,12 @@ class Running:
 
 # ---- the bench ---------------------------------------------------------------------------------
 
-class Bench:
+class Bench(ServerBench):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.tmp = tempfile.mkdtemp(prefix="corral-bench-cluster-")
-        self.venv = os.path.join(self.tmp, "venv")
-        self.python = os.path.join(self.venv, "bin", "python")
-        self.apps = os.path.join(self.tmp, "apps")
-        self.env = bench_env(["PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "PYTHONHOME",
-                              "CORRAL_CLUSTER_SCHED_POLICY", "WEB_CONCURRENCY"],
-                             PIP_DISABLE_PIP_VERSION_CHECK="1")
+        super().__init__(args, "corral-bench-cluster-")
         self.results: dict[str, Any] = {"configs": {}, "runs": []}
         self.running: Running | None = None
         self.port = BASE_PORT
-
-    def run(self, argv: list[str], *, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return run_cmd(argv, env=self.env, timeout=timeout)
 
     # -- set-up
 
@@ -356,8 +339,7 @@ class Bench:
             raise BenchError("wrk is not on the PATH (Debian: apt-get install -y wrk)")
         self.wrk_path = wrk
         wrk_version = subprocess.run([wrk, "--version"], capture_output=True, text=True)
-        os.makedirs(os.path.join(self.tmp, "logs"))
-        shutil.copytree(APPS, self.apps, ignore=shutil.ignore_patterns("__pycache__"))
+        self.prepare()
         say("python -m venv + pip install (corral non-editable, uvicorn, gunicorn) ...")
         install_corral(self.run, self.tmp, self.venv,
                        [f"uvicorn{self.args.uvicorn}", f"gunicorn{self.args.gunicorn}"],
@@ -788,8 +770,7 @@ def main() -> int:
           f"uvicorn {m['uvicorn']}, gunicorn {m['gunicorn']}, h11 {m['h11']}, {m['wrk']}; "
           f"python {m['python']}; nproc {m['nproc']} ({m['cpu']}); "
           f"tcp_migrate_req={results['settings']['tcp_migrate_req']}; whole run "
-          f"{results['wall_s']:.0f} s; load average at start {m['loadavg_at_start'][0]:.2f}, "
-          f"at end {results['loadavg_at_end'][0]:.2f}")
+          f"{results['wall_s']:.0f} s; {loadavg_span(results)}")
     print(text)
     return 0
 

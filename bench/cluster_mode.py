@@ -47,12 +47,8 @@ access to PyPI and the npm registry.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,169 +57,33 @@ import time
 from typing import Any
 
 from common import (
-    CLK_TCK,
-    REPO,
     BenchError,
-    ManagerBench,
     add_end_options,
     add_quiet_options,
-    bench_env,
     finish,
-    git_info,
-    install_corral,
-    install_pm2,
-    kill_leftovers,
-    kill_managers,
-    machine_info,
     new_parser,
-    record_daemon_pids,
-    remove_tmp,
     run_bench,
-    run_cmd,
     say,
-    stat_fields,
     unmet_needs,
-    venv_versions,
 )
 from common import fmt_values as fmt
+from wrkkit import (
+    HELLO_APPS,
+    CpuSplit,
+    PairBench,
+    cpu_seconds_or_none,
+    foreign_wrk,
+    get_pid,
+    port_free,
+    wrk_json,
+)
 
 # below the ephemeral range, away from bench/cluster.py's 18110+
 PORTS = {"corral": 18310, "pm2": 18311, "python": 18312, "node": 18313,
          "corral4": 18314, "pm24": 18315}
 
-# wrk prints one JSON line at the end (counts from its own summary, exact percentiles)
-WRK_LUA = r'''
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {"requests": %d, "duration_us": %d, "bytes": %d, "connect": %d, "read": %d, ' ..
-    '"write": %d, "status": %d, "timeout": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, ' ..
-    '"max_us": %d, "mean_us": %.1f}\n',
-    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
-    e.timeout, latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency.max, latency.mean))
-end
-'''
-
-
-# ---- /proc -----------------------------------------------------------------------------------
-
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime in seconds, None if the process is gone."""
-    try:
-        fields = stat_fields(pid)
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def parents() -> dict[int, int]:
-    out: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = stat_fields(int(entry))
-        except OSError:
-            continue
-        out[int(entry)] = int(fields[1])
-    return out
-
-
-def descendants(pid: int) -> list[int]:
-    ppid = parents()
-    found, frontier = [], [pid]
-    while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in ppid.items() if pp == p]
-        found += kids
-        frontier += kids
-    return found
-
-
-def proc_times(pid: int) -> tuple[int, int] | None:
-    """(utime + stime, cutime + cstime) in ticks."""
-    try:
-        fields = stat_fields(pid)
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
-
-
-def ours_ticks(roots: list[int]) -> int:
-    """CPU ticks used by the bench's processes: each root (this process, the daemons) with
-    its reaped children (cutime: wrk, the CLIs, workers that exited), plus every live
-    descendant of a root (the workers and servers running now)."""
-    total = 0
-    seen = set()
-    for pid in roots:
-        t = proc_times(pid)
-        if t is not None:
-            total += t[0] + t[1]
-        seen.add(pid)
-    for root in roots:
-        for pid in descendants(root):
-            if pid in seen:
-                continue
-            seen.add(pid)
-            t = proc_times(pid)
-            if t is not None:
-                total += t[0]
-    return total
-
-
-def system_ticks() -> tuple[int, int]:
-    """(busy, steal) ticks of the whole machine, from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal ...
-    return v[0] + v[1] + v[2] + v[5] + v[6], v[7]
-
-
-def foreign_wrk() -> list[int]:
-    """wrk processes that are not ours (another benchmark sharing the machine)."""
-    me = os.getpid()
-    ppid = parents()
-    out = []
-    for pid in ppid:
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() != "wrk":
-                    continue
-        except OSError:
-            continue
-        if ppid.get(pid) != me:
-            out.append(pid)
-    return out
-
 
 # ---- HTTP probe ------------------------------------------------------------------------------
-
-def get_pid(port: int, timeout: float = 2.0) -> int:
-    """One GET on a fresh connection (Connection: close); the pid in the body. OSError."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        chunks = []
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    data = b"".join(chunks)
-    head, _, body = data.partition(b"\r\n\r\n")
-    found = re.search(rb"hello world, start with cluster (\d+)", body)
-    if not head.startswith(b"HTTP/1.1 200") or found is None:
-        raise OSError(f"unexpected answer: {data[:200]!r}")
-    return int(found.group(1))
-
-
-def port_free(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return False
-    except OSError:
-        return True
-
 
 class Poller(threading.Thread):
     """From t0 on, GET the port in a loop (one connection per request) until `want` distinct
@@ -263,25 +123,12 @@ class Poller(threading.Thread):
 
 # ---- the bench -------------------------------------------------------------------------------
 
-class Bench(ManagerBench):
-    def __init__(self, args: argparse.Namespace) -> None:
-        super().__init__(args, "corral-bench-cm-")
-        self.appdir = os.path.join(self.tmp, "app")
-        self.lua = os.path.join(self.tmp, "done.lua")
-        self.env = bench_env(["PYTHONDONTWRITEBYTECODE", "PYTHONPATH"],
-                             CORRAL_HOME=os.path.join(self.tmp, "corral_home"),
-                             PM2_HOME=os.path.join(self.tmp, "pm2_home"),
-                             PIP_DISABLE_PIP_VERSION_CHECK="1")
-        self.seen_pids: set[int] = set()
+class Bench(PairBench):
+    def __init__(self, args: argparse.Namespace, prefix: str = "corral-bench-cm-") -> None:
+        super().__init__(args, prefix)
         self.plain: dict[str, subprocess.Popen[bytes]] = {}
-        self.results: dict[str, Any] = {"notes": []}
 
     # -- helpers
-
-    def run(self, argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 120,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run_cmd(argv, env=env or self.env, timeout=timeout, cwd=self.appdir, check=check,
-                       tail=3000)
 
     def timed(self, argv: list[str], env: dict[str, str] | None = None,
               timeout: float = 120) -> tuple[float, subprocess.CompletedProcess[str]]:
@@ -289,23 +136,9 @@ class Bench(ManagerBench):
         proc = self.run(argv, env=env, timeout=timeout, check=False)
         return time.perf_counter() - t0, proc
 
-    def cli(self, manager: str) -> str:
-        return self.corral if manager == "corral" else self.pm2
-
-    def jlist(self, manager: str) -> list[dict[str, Any]]:
-        rows = json.loads(self.run([self.cli(manager), "jlist"]).stdout)
-        for r in rows:
-            if r.get("pid"):
-                self.seen_pids.add(int(r["pid"]))
-        return rows
-
     def worker_pids(self, manager: str, name: str = "app") -> dict[int, str]:
         return {int(r["pid"]): r["pm2_env"]["status"] for r in self.jlist(manager)
                 if r["name"] == name and r.get("pid")}
-
-    def note(self, text: str) -> None:
-        say(f"NOTE: {text}")
-        self.results["notes"].append(text)
 
     def start_argv(self, manager: str, instances: int) -> list[str]:
         if manager == "corral":
@@ -318,32 +151,8 @@ class Bench(ManagerBench):
     # -- set-up
 
     def setup(self) -> None:
-        say(f"temp folder {self.tmp}")
-        os.makedirs(self.appdir)
-        shutil.copy(os.path.join(REPO, "examples", "app.py"), self.appdir)
-        shutil.copy(os.path.join(REPO, "bench", "apps", "node_app.js"), self.appdir)
-        with open(self.lua, "w") as f:
-            f.write(WRK_LUA)
-
-        pm2_version = install_pm2(self.run, self.pm2_prefix, self.args.pm2_version)
-
-        say("python -m venv + pip install (non-editable) ...")
-        install_corral(self.run, self.tmp, self.venv)
-        info = venv_versions(self.run, self.venv)
-        node = self.run(["node", "--version"]).stdout.strip()
-        wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
-        self.results["machine"] = machine_info() | {
-            "python": info[0], "node": node, "pm2": pm2_version, "corral": info[1],
-            "wrk": wrk.strip(), "corral_git": git_info(("src", "pyproject.toml", "examples"))}
-        say(f"python {info[0]}, node {node}, pm2 {pm2_version}, corral {info[1]}, {wrk.strip()}")
-
-    def start_daemons(self) -> None:
-        for manager in ("corral", "pm2"):
-            self.run([self.cli(manager), "ping"])
-        record_daemon_pids(self.daemon_pids, self.env["CORRAL_HOME"], self.env["PM2_HOME"],
-                           self.tmp)
-        self.results["daemon_pids"] = dict(self.daemon_pids)
-        say(f"daemons up: {self.daemon_pids}")
+        self.prepare(HELLO_APPS)
+        self.install()
 
     def start_cluster(self, manager: str, instances: int, port: int) -> dict[str, Any]:
         if not port_free(port):
@@ -365,50 +174,18 @@ class Bench(ManagerBench):
         self.seen_pids |= set(poller.first_seen)
         return set(poller.first_seen)
 
-    # -- a shared machine: wait for quiet, repeat a run that other jobs disturbed
-
-    def other_cores_now(self, seconds: float = 1.0) -> float:
-        roots = [os.getpid(), *self.daemon_pids.values()]
-        ours0, (busy0, _) = ours_ticks(roots), system_ticks()
-        time.sleep(seconds)
-        ours1, (busy1, _) = ours_ticks(roots), system_ticks()
-        return ((busy1 - busy0) - (ours1 - ours0)) / CLK_TCK / seconds
-
-    def wait_quiet(self) -> float:
-        """Wait until the rest of the machine used < --max-other cores over 1 s (at most
-        --quiet-timeout s). Returns the seconds waited."""
-        t0 = time.monotonic()
-        other = self.other_cores_now()
-        if other < self.args.max_other:
-            return 0.0
-        say(f"  waiting for a quiet machine (other jobs use {other:.2f} cores)")
-        while other >= self.args.max_other:
-            if time.monotonic() - t0 > self.args.quiet_timeout:
-                self.note(f"the machine was not quiet after {self.args.quiet_timeout:g} s "
-                          f"(other jobs {other:.2f} cores): measuring anyway")
-                break
-            other = self.other_cores_now()
-        waited = time.monotonic() - t0
-        say(f"  quiet after {waited:.0f} s")
-        self.results.setdefault("quiet_waits_s", []).append(waited)
-        return waited
+    # -- a shared machine (PairBench: wait_quiet, repeat_disturbed)
 
     def measured(self, label: str, port: int, seconds: int, close: bool,
                  during: list[tuple[float, list[str]]] | None = None) -> dict[str, Any]:
-        """A measured wrk run; repeated (at most --retries times) when other jobs used more
-        than --max-other cores during it. The discarded runs are kept in the result."""
-        discarded: list[dict[str, Any]] = []
-        while True:
+        """A measured wrk run, after a wait for a quiet machine; repeated (at most --retries
+        times) when other jobs used more than --max-other cores during it. The discarded runs
+        are kept in the result."""
+        def once() -> dict[str, Any]:
             self.wait_quiet()
-            r = self.wrk(port, seconds, close, during)
-            if r["other_cores"] <= self.args.max_other or len(discarded) >= self.args.retries:
-                if r["other_cores"] > self.args.max_other:
-                    self.note(f"{label}: other jobs used {r['other_cores']:.2f} cores during "
-                              f"the run, kept after {len(discarded)} repeats")
-                r["discarded"] = discarded
-                return r
-            say(f"  {label}: other jobs used {r['other_cores']:.2f} cores: run repeated")
-            discarded.append({k: v for k, v in r.items() if k != "text"})
+            return self.wrk(port, seconds, close, during)
+
+        return self.repeat_disturbed(label, once, "text")
 
     # -- wrk
 
@@ -420,9 +197,8 @@ class Bench(ManagerBench):
         argv.append(f"http://127.0.0.1:{port}/")
         foreign = foreign_wrk()
         load0 = os.getloadavg()[0]
-        cpu0 = {m: cpu_seconds(p) for m, p in self.daemon_pids.items()}
-        roots = [os.getpid(), *self.daemon_pids.values()]
-        ours0, (busy0, steal0) = ours_ticks(roots), system_ticks()
+        cpu0 = {m: cpu_seconds_or_none(p) for m, p in self.daemon_pids.items()}
+        split = CpuSplit([os.getpid(), *self.daemon_pids.values()])
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, cwd=self.tmp)
@@ -446,12 +222,9 @@ class Bench(ManagerBench):
             proc.wait()
             raise
         wall = time.perf_counter() - t0
-        ours1, (busy1, steal1) = ours_ticks(roots), system_ticks()
-        cpu1 = {m: cpu_seconds(p) for m, p in self.daemon_pids.items()}
-        line = [ln for ln in out.splitlines() if ln.startswith("WRKJSON ")]
-        if proc.returncode != 0 or not line:
-            raise BenchError(f"wrk exited {proc.returncode}: {out[-1500:]}{err[-1500:]}")
-        r: dict[str, Any] = json.loads(line[-1][len("WRKJSON "):])
+        ours_cores, other_cores, steal_cores = split.cores(wall)
+        cpu1 = {m: cpu_seconds_or_none(p) for m, p in self.daemon_pids.items()}
+        r = wrk_json(proc.returncode, out, err)
         r["socket_errors"] = r["connect"] + r["read"] + r["write"] + r["timeout"]
         r["failed"] = r["socket_errors"] + r["status"]
         r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
@@ -465,9 +238,9 @@ class Bench(ManagerBench):
         r["foreign_wrk"] = foreign
         # CPU of the machine not used by this bench's processes (other jobs; also network
         # softirq time the kernel does not charge to a process), in cores
-        r["ours_cores"] = (ours1 - ours0) / CLK_TCK / wall
-        r["other_cores"] = ((busy1 - busy0) - (ours1 - ours0)) / CLK_TCK / wall
-        r["steal_cores"] = (steal1 - steal0) / CLK_TCK / wall
+        r["ours_cores"] = ours_cores
+        r["other_cores"] = other_cores
+        r["steal_cores"] = steal_cores
         r["text"] = out
         if foreign:
             self.note(f"another wrk was running during a measured run: pids {foreign}")
@@ -601,8 +374,7 @@ class Bench(ManagerBench):
                     raise BenchError(f"port {port} is already in use")
                 argv = self.start_argv(manager, 4)
                 self.wait_quiet()
-                roots = [os.getpid(), *self.daemon_pids.values()]
-                ours0, (busy0, _) = ours_ticks(roots), system_ticks()
+                split = CpuSplit([os.getpid(), *self.daemon_pids.values()])
                 t0 = time.perf_counter()
                 poller = Poller(port, 4, t0)
                 poller.start()
@@ -638,8 +410,7 @@ class Bench(ManagerBench):
                     self.note(f"{manager} reload (4 workers) rep {rep + 1}: before "
                               f"{sorted(before)}, after {after}")
                 t_end = time.perf_counter()
-                ours1, (busy1, _) = ours_ticks(roots), system_ticks()
-                other = ((busy1 - busy0) - (ours1 - ours0)) / CLK_TCK / (t_end - t0)
+                other = split.cores(t_end - t0)[1]
                 time.sleep(0.5)
                 delete_s = self.delete_app(manager, port)
                 row = {
@@ -684,12 +455,7 @@ class Bench(ManagerBench):
         say("cleanup: plain servers, corral kill, pm2 kill, then any recorded pid left")
         for which in list(self.plain):
             self.stop_plain(which)
-        pids = set(self.seen_pids) | set(self.daemon_pids.values())
-        for pid in self.daemon_pids.values():
-            pids |= set(descendants(pid))
-        kill_managers([self.corral, self.pm2], self.env)
-        self.results["leftover_pids_killed"] = kill_leftovers(pids, self.tmp)
-        remove_tmp(self.tmp, self.args.keep)
+        self.kill_all()
 
 
 # ---- report ----------------------------------------------------------------------------------

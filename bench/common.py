@@ -1,7 +1,10 @@
-"""Helpers shared by the benchmark scripts of this folder (core.py, cluster.py,
-cluster_mode.py, worker_kill.py, logs.py, watch.py): messages, /proc readers, statistics, the installs
-of PM2 and corral into a temp folder, the cleanup of what a run started, machine facts, the
-options they share, and the run itself with its end (raw results to JSON, exit status).
+"""Helpers shared by the benchmark scripts of this folder (core.py, scale.py, cluster.py,
+uvicorn_close.py, cluster_mode.py, worker_kill.py, node_cluster.py, logs.py, watch.py): messages,
+/proc readers, statistics, the installs of PM2 and corral into a temp folder, the temp folders
+of the benches (ManagerBench, ServerBench), the daemons' start and samples, the cleanup of what
+a run started, machine facts, the options they share, and the run itself with its end (raw
+results to JSON, exit status, the report and its headline). What only the wrk benches of PM2
+against corral share (cluster_mode.py, worker_kill.py, node_cluster.py) is in wrkkit.py.
 
 The scripts run as `python bench/<name>.py`, which puts this folder on sys.path, so they
 `import common`. Standard library only; Linux only (it reads /proc).
@@ -92,6 +95,37 @@ def alive(pid: int) -> bool:
         return False
 
 
+def system_cpu_values() -> list[int]:
+    """user nice system idle iowait irq softirq steal: ticks of the whole machine, from the
+    first line of /proc/stat."""
+    with open("/proc/stat") as f:
+        return [int(x) for x in f.readline().split()[1:9]]
+
+
+def system_cpu() -> tuple[int, int]:
+    """(busy, all) ticks of the whole machine, from /proc/stat; steal time counts as busy."""
+    user, nice, system, idle, iowait, irq, softirq, steal = system_cpu_values()
+    busy = user + nice + system + irq + softirq + steal
+    return busy, busy + idle + iowait
+
+
+def running_in(pids: Iterable[int], tmp: str) -> list[int]:
+    """The pids (sorted) that still run a program of `tmp` (the temp folder)."""
+    return [p for p in sorted(pids) if alive(p) and tmp in cmdline(p)]
+
+
+def wait_gone(pids: Iterable[int], tmp: str, limit: float, step: float) -> bool:
+    """Wait up to `limit` s (polling every `step` s) until none of the pids runs a program
+    of `tmp`. True if none does."""
+    pids = set(pids)
+    deadline = time.monotonic() + limit
+    while any(alive(p) and tmp in cmdline(p) for p in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+    return True
+
+
 # ---- statistics ----------------------------------------------------------------------------
 
 def summary(values: list[float]) -> dict[str, float | int]:
@@ -142,6 +176,26 @@ def bench_env(drop: Iterable[str], **values: str) -> dict[str, str]:
     return env
 
 
+# ---- the idle app of scale.py and watch.py ---------------------------------------------------
+
+# It writes time.time() at its very start into a file named after its pid, in the folder
+# $BENCH_STAMP_DIR (written then renamed, so a reader never sees half of it), then sleeps.
+STAMP_APP_SOURCE = '''\
+import os
+import time
+
+t = time.time()
+d = os.environ.get("BENCH_STAMP_DIR")
+if d:
+    path = os.path.join(d, str(os.getpid()))
+    with open(path + ".tmp", "w") as f:
+        f.write(repr(t))
+    os.rename(path + ".tmp", path)
+while True:
+    time.sleep(3600)
+'''
+
+
 # ---- installs ------------------------------------------------------------------------------
 
 REPO_COPY_IGNORE = shutil.ignore_patterns(
@@ -187,19 +241,97 @@ def venv_versions(run: Runner, venv: str, *modules: str) -> list[str]:
     return info
 
 
-class ManagerBench:
-    """The temp folder and the two CLIs of a bench that runs corral and PM2 side by side:
-    <tmp>/venv (corral) and <tmp>/pm2 (PM2 from npm)."""
+class VenvBench:
+    """A bench's options, its temp folder (made now) and the venv in it, <tmp>/venv."""
+
+    results: dict[str, Any]
 
     def __init__(self, args: Any, prefix: str) -> None:
         self.args = args
         self.tmp = tempfile.mkdtemp(prefix=prefix)
         self.venv = os.path.join(self.tmp, "venv")
         self.python = os.path.join(self.venv, "bin", "python")
+
+
+class ServerBench(VenvBench):
+    """The temp folder of a bench of the servers of bench/apps/ (cluster.py, uvicorn_close.py):
+    the venv, <tmp>/apps (a copy of bench/apps/, prepare()), <tmp>/logs, and the environment of
+    every process it launches: without the variables that would change how Python or the
+    servers run."""
+
+    def __init__(self, args: Any, prefix: str) -> None:
+        super().__init__(args, prefix)
+        self.apps = os.path.join(self.tmp, "apps")
+        self.env = bench_env(["PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "PYTHONHOME",
+                              "CORRAL_CLUSTER_SCHED_POLICY", "WEB_CONCURRENCY"],
+                             PIP_DISABLE_PIP_VERSION_CHECK="1")
+
+    def run(self, argv: list[str], *, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return run_cmd(argv, env=self.env, timeout=timeout)
+
+    def prepare(self) -> None:
+        """<tmp>/logs, and bench/apps/ copied to <tmp>/apps."""
+        os.makedirs(os.path.join(self.tmp, "logs"))
+        shutil.copytree(os.path.join(REPO, "bench", "apps"), self.apps,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+
+
+class ManagerBench(VenvBench):
+    """The temp folder and the two CLIs of a bench that runs corral and PM2 side by side:
+    <tmp>/venv (corral) and <tmp>/pm2 (PM2 from npm). The subclass runs commands with its
+    run() and keeps what it measured in its results."""
+
+    def __init__(self, args: Any, prefix: str) -> None:
+        super().__init__(args, prefix)
         self.corral = os.path.join(self.venv, "bin", "corral")
         self.pm2_prefix = os.path.join(self.tmp, "pm2")
         self.pm2 = os.path.join(self.pm2_prefix, "node_modules", ".bin", "pm2")
         self.daemon_pids: dict[str, int] = {}
+
+    def run(self, argv: list[str], *, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """A command, output captured (run_cmd): the subclass says with which environment."""
+        raise NotImplementedError
+
+    def cli(self, manager: str) -> str:
+        return self.corral if manager == "corral" else self.pm2
+
+    def start_daemons_pinged(self, corral_home: str, pm2_home: str) -> None:
+        """`corral ping`, `pm2 ping` (each spawns its daemon), then the daemons' pids into
+        daemon_pids and results (record_daemon_pids)."""
+        for manager in ("corral", "pm2"):
+            self.run([self.cli(manager), "ping"], timeout=120)
+        record_daemon_pids(self.daemon_pids, corral_home, pm2_home, self.tmp)
+        self.results["daemon_pids"] = dict(self.daemon_pids)
+        say(f"daemons up: {self.daemon_pids}")
+
+    def sample_daemons(self, seconds: float, every: float, *,
+                       check_alive: bool = False) -> dict[str, dict[str, list[float]]]:
+        """Each daemon's RSS, CPU time (stat) and on-CPU time (schedstat) every `every` s
+        for `seconds` s, with the time of each sample; with check_alive, BenchError if a
+        daemon died."""
+        series: dict[str, dict[str, list[float]]] = {
+            m: {"t": [], "rss_mib": [], "cpu_s": [], "sched_cpu_s": []} for m in self.daemon_pids}
+        t0 = time.monotonic()
+        n = 0
+        while True:
+            now = time.monotonic() - t0
+            for manager, pid in self.daemon_pids.items():
+                if check_alive and not alive(pid):
+                    raise BenchError(f"the {manager} daemon (pid {pid}) died")
+                series[manager]["t"].append(now)
+                series[manager]["rss_mib"].append(rss_mib(pid))
+                series[manager]["cpu_s"].append(cpu_seconds(pid))
+                series[manager]["sched_cpu_s"].append(sched_cpu_seconds(pid))
+            n += 1
+            if now >= seconds - 1e-6:
+                return series
+            time.sleep(max(0.0, t0 + n * every - time.monotonic()))
+
+    def end_cleanup(self, pids: Iterable[int]) -> None:
+        """The last of a cleanup: SIGKILL of the pids that still run a program of the temp
+        folder (kill_leftovers, into results), then the temp folder removed (unless --keep)."""
+        self.results["leftover_pids_killed"] = kill_leftovers(pids, self.tmp)
+        remove_tmp(self.tmp, self.args.keep)
 
 
 # ---- daemons and cleanup -------------------------------------------------------------------
@@ -248,12 +380,8 @@ def kill_leftovers(pids: Iterable[int], tmp: str) -> list[int]:
     """Wait up to 5 s for the pids that still run a program of `tmp` to end, then SIGKILL
     those left (and only those). Returns them."""
     pids = set(pids)
-    deadline = time.monotonic() + 5
-    while any(alive(p) and tmp in cmdline(p) for p in pids):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    left = [p for p in sorted(pids) if alive(p) and tmp in cmdline(p)]
+    wait_gone(pids, tmp, 5, 0.1)
+    left = running_in(pids, tmp)
     for pid in left:
         say(f"  leftover pid {pid} ({cmdline(pid)[:80]}): SIGKILL")
         try:
@@ -458,33 +586,57 @@ def save_results(results: dict[str, Any], failed: BaseException | None, out: str
     return exit_status(failed, f"bench/{name}.py")
 
 
-def finish(results: dict[str, Any], failed: BaseException | None,
-           report: Callable[[dict[str, Any]], str], out: str, name: str, *,
-           loadavg: int = 1) -> int:
-    """The end of a corral-vs-PM2 wrk bench (cluster_mode.py, worker_kill.py): the report (one
-    that raises fails the run, the raw results are still written), the JSON (save_results),
-    then on stdout a headline (versions, machine, wall time, the first `loadavg` values of
-    the load average at start and end), the notes and the report. Returns the exit status."""
+def guarded_report(results: dict[str, Any], failed: BaseException | None,
+                   report: Callable[[dict[str, Any]], str]) -> tuple[str, BaseException | None]:
+    """(the report, what failed): the report of a run that did not fail; a report that raises
+    fails the run instead (its raw results are still written)."""
     text = ""
     if failed is None:
         try:
             text = report(results)
         except Exception as exc:  # noqa: BLE001 - keep the raw results
             failed = exc
+    return text, failed
+
+
+def loadavg_span(results: dict[str, Any], n: int = 1) -> str:
+    """`load average at start <..>, at end <..>`: the first n values of each, from the
+    results of run_bench."""
+    def loads(values: Sequence[float]) -> str:
+        return " ".join(f"{x:.2f}" for x in values[:n])
+
+    return (f"load average at start {loads(results['machine']['loadavg_at_start'])}, at end "
+            f"{loads(results['loadavg_at_end'])}")
+
+
+def report_end(results: dict[str, Any], failed: BaseException | None,
+               report: Callable[[dict[str, Any]], str], out: str, name: str,
+               headline: Callable[[dict[str, Any]], str]) -> int:
+    """The end of a run: the report (guarded_report: one that raises fails the run), the JSON
+    (save_results), then on stdout headline(results) and the report. Returns the exit
+    status."""
+    text, failed = guarded_report(results, failed, report)
     status = save_results(results, failed, out, name)
     if status is not None:
         return status
-    m = results["machine"]
-
-    def loads(values: Sequence[float]) -> str:
-        return " ".join(f"{x:.2f}" for x in values[:loadavg])
-
-    print(f"\ncorral {m['corral']} vs PM2 {m['pm2']}; nproc {m['nproc']} ({m['cpu']}), python "
-          f"{m['python']}, node {m['node']}, {m['wrk']}; whole run {results['wall_s']:.0f} s; "
-          f"load average at start {loads(m['loadavg_at_start'])}, at end "
-          f"{loads(results['loadavg_at_end'])}")
-    if results["notes"]:
-        print("\nnotes:\n" + "\n".join(f"* {n}" for n in results["notes"]))
-    print()
+    print(headline(results))
     print(text)
     return 0
+
+
+def finish(results: dict[str, Any], failed: BaseException | None,
+           report: Callable[[dict[str, Any]], str], out: str, name: str, *,
+           loadavg: int = 1) -> int:
+    """The end of a corral-vs-PM2 wrk bench (cluster_mode.py, worker_kill.py, node_cluster.py):
+    report_end with, as headline, the versions, machine, wall time, the first `loadavg` values
+    of the load average at start and end, then the notes. Returns the exit status."""
+    def headline(results: dict[str, Any]) -> str:
+        m = results["machine"]
+        text = (f"\ncorral {m['corral']} vs PM2 {m['pm2']}; nproc {m['nproc']} ({m['cpu']}), "
+                f"python {m['python']}, node {m['node']}, {m['wrk']}; whole run "
+                f"{results['wall_s']:.0f} s; {loadavg_span(results, loadavg)}")
+        if results["notes"]:
+            text += "\n\nnotes:\n" + "\n".join(f"* {n}" for n in results["notes"])
+        return text + "\n"
+
+    return report_end(results, failed, report, out, name, headline)

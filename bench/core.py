@@ -46,23 +46,19 @@ from common import (
     alive,
     bench_env,
     cmdline,
-    cpu_seconds,
     fmt,
     git_info,
     install_corral,
     install_pm2,
-    kill_leftovers,
     kill_managers,
+    loadavg_span,
     machine_info,
     new_parser,
     record_daemon_pids,
-    remove_tmp,
-    rss_mib,
     run_bench,
     run_cmd,
     save_results,
     say,
-    sched_cpu_seconds,
     stamped_pids,
     summary,
     unmet_needs,
@@ -306,23 +302,6 @@ class Bench(ManagerBench):
 
     # -- b/c. memory and idle CPU
 
-    def sample_daemons(self, seconds: float, every: float) -> dict[str, dict[str, list[float]]]:
-        series: dict[str, dict[str, list[float]]] = {
-            m: {"t": [], "rss_mib": [], "cpu_s": [], "sched_cpu_s": []} for m in self.daemon_pids}
-        t0 = time.monotonic()
-        n = 0
-        while True:
-            now = time.monotonic() - t0
-            for manager, pid in self.daemon_pids.items():
-                series[manager]["t"].append(now)
-                series[manager]["rss_mib"].append(rss_mib(pid))
-                series[manager]["cpu_s"].append(cpu_seconds(pid))
-                series[manager]["sched_cpu_s"].append(sched_cpu_seconds(pid))
-            n += 1
-            if now >= seconds - 1e-6:
-                return series
-            time.sleep(max(0.0, t0 + n * every - time.monotonic()))
-
     # -- the whole run
 
     def main(self) -> dict[str, Any]:
@@ -394,8 +373,7 @@ class Bench(ManagerBench):
         say("cleanup: corral kill, pm2 kill, then any recorded pid left")
         kill_managers([self.corral, self.pm2], self.env)
         pids = set(self.daemon_pids.values()) | stamped_pids(self.stamps)
-        self.results["leftover_pids_killed"] = kill_leftovers(pids, self.tmp)
-        remove_tmp(self.tmp, self.args.keep)
+        self.end_cleanup(pids)
 
 
 # ---- report ----------------------------------------------------------------------------------
@@ -545,8 +523,7 @@ def main() -> int:
         return status
     m = results["machine"]
     print(f"\ncorral {m['corral']} vs PM2 {m['pm2']}; nproc {m['nproc']}, python {m['python']}, "
-          f"node {m['node']}; whole run {results['wall_s']:.0f} s; load average at start "
-          f"{m['loadavg_at_start'][0]:.2f}, at end {results['loadavg_at_end'][0]:.2f}")
+          f"node {m['node']}; whole run {results['wall_s']:.0f} s; {loadavg_span(results)}")
     print(text)
     return 0
 

@@ -66,16 +66,15 @@ from common import (
     git_info,
     install_corral,
     install_pm2,
-    kill_leftovers,
     kill_managers,
+    loadavg_span,
     machine_info,
     new_parser,
-    record_daemon_pids,
-    remove_tmp,
     run_bench,
     run_cmd,
     save_results,
     say,
+    system_cpu,
     unmet_needs,
     venv_versions,
     wait_quiet,
@@ -96,15 +95,6 @@ def rss_mib(pid: int) -> float:
     """Resident pages from /proc/<pid>/statm, in MiB (the other benches read VmRSS)."""
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE_KIB / 1024
-
-
-def system_cpu() -> tuple[int, int]:
-    """(busy, all) ticks of the whole machine, from /proc/stat."""
-    with open("/proc/stat") as f:
-        values = [int(x) for x in f.readline().split()[1:9]]
-    user, nice, system, idle, iowait, irq, softirq, steal = values
-    busy = user + nice + system + irq + softirq + steal
-    return busy, busy + idle + iowait
 
 
 # ---- statistics ----------------------------------------------------------------------------
@@ -344,9 +334,6 @@ class Bench(ManagerBench):
             check: bool = True) -> subprocess.CompletedProcess[str]:
         return run_cmd(argv, env=env or self.env, timeout=timeout, cwd=self.tmp, check=check)
 
-    def cli(self, manager: str) -> str:
-        return self.corral if manager == "corral" else self.pm2
-
     def logs_dir(self, manager: str) -> str:
         return os.path.join(self.homes[manager], "logs")
 
@@ -382,11 +369,7 @@ class Bench(ManagerBench):
         say(f"python {info[0]}, node {node}, pm2 {pm2_version}, corral {info[1]}")
 
     def start_daemons(self) -> None:
-        for manager in ("corral", "pm2"):
-            self.run([self.cli(manager), "ping"])
-        record_daemon_pids(self.daemon_pids, self.homes["corral"], self.homes["pm2"], self.tmp)
-        self.results["daemon_pids"] = dict(self.daemon_pids)
-        say(f"daemons up: {self.daemon_pids}")
+        self.start_daemons_pinged(self.homes["corral"], self.homes["pm2"])
 
     def wait_quiet(self) -> dict[str, float]:
         """Wait (up to --quiet-wait s) until the rest of the machine uses less than
@@ -569,8 +552,7 @@ class Bench(ManagerBench):
                 for name in os.listdir(os.path.join(self.stamps, burst)):
                     if name.endswith(".start"):
                         pids.add(int(name[:-6]))
-        self.results["leftover_pids_killed"] = kill_leftovers(pids, self.tmp)
-        remove_tmp(self.tmp, self.args.keep)
+        self.end_cleanup(pids)
 
 
 # ---- machine info ----------------------------------------------------------------------------
@@ -742,8 +724,8 @@ def main() -> int:
     m = results["machine"]
     print(f"\ncorral {m['corral']} vs PM2 {m['pm2']}; nproc {m['nproc']}, python {m['python']}, "
           f"node {m['node']}; {args.lines} lines of {LINE_BYTES} bytes per instance, "
-          f"{args.chunk}-byte writes; whole run {results['wall_s']:.0f} s; load average at start "
-          f"{m['loadavg_at_start'][0]:.2f}, at end {results['loadavg_at_end'][0]:.2f}")
+          f"{args.chunk}-byte writes; whole run {results['wall_s']:.0f} s; "
+          f"{loadavg_span(results)}")
     print(text)
     return 0
 

@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -69,28 +68,21 @@ import time
 from typing import Any
 
 import cluster_mode
-from cluster_mode import WRK_LUA, descendants, get_pid, port_free
 from common import (
     REPO,
     BenchError,
-    ManagerBench,
     add_end_options,
     add_quiet_options,
     alive,
-    bench_env,
     cmdline,
     finish,
-    git_info,
-    install_corral,
-    install_pm2,
-    machine_info,
     new_parser,
     run_bench,
     say,
     unmet_needs,
-    venv_versions,
 )
 from common import fmt_values as fmt
+from wrkkit import descendants, get_pid, port_free
 
 # below the ephemeral range, away from cluster.py (18110+), cluster_mode.py (18310+) and
 # worker_kill.py (18410+)
@@ -155,45 +147,23 @@ class KillProbe(threading.Thread):
 
 class Bench(cluster_mode.Bench):
     """cluster_mode.Bench's helpers (run, jlist, worker_pids, note, wait_quiet, measured,
-    wrk, stop_plain, cleanup) with this bench's apps, servers and parts."""
+    wrk, stop_plain, cleanup; most from wrkkit.PairBench) with this bench's apps, servers and
+    parts."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        ManagerBench.__init__(self, args, "corral-bench-nc-")
-        self.appdir = os.path.join(self.tmp, "app")
-        self.lua = os.path.join(self.tmp, "done.lua")
-        self.env = bench_env(["PYTHONDONTWRITEBYTECODE", "PYTHONPATH"],
-                             CORRAL_HOME=os.path.join(self.tmp, "corral_home"),
-                             PM2_HOME=os.path.join(self.tmp, "pm2_home"),
-                             PIP_DISABLE_PIP_VERSION_CHECK="1")
-        self.seen_pids: set[int] = set()
-        self.plain: dict[str, subprocess.Popen[bytes]] = {}
-        self.results: dict[str, Any] = {"notes": []}
+        super().__init__(args, "corral-bench-nc-")
 
     # -- set-up
 
     def setup(self) -> None:
-        say(f"temp folder {self.tmp}")
-        os.makedirs(self.appdir)
-        for name in ("app.js", "cluster.js", "graceful.js"):
-            shutil.copy(os.path.join(REPO, "examples", "node", name), self.appdir)
-        with open(self.lua, "w") as f:
-            f.write(WRK_LUA)
-        pm2_version = install_pm2(self.run, self.pm2_prefix, self.args.pm2_version)
-        say("python -m venv + pip install (non-editable) ...")
-        install_corral(self.run, self.tmp, self.venv)
-        info = venv_versions(self.run, self.venv)
-        node = self.run(["node", "--version"]).stdout.strip()
-        wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+        self.prepare([os.path.join(REPO, "examples", "node", name)
+                      for name in ("app.js", "cluster.js", "graceful.js")])
         try:
             with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
                 autogroup = f.read().strip()
         except OSError:
             autogroup = "absent"
-        self.results["machine"] = machine_info() | {
-            "sched_autogroup_enabled": autogroup,
-            "python": info[0], "node": node, "pm2": pm2_version, "corral": info[1],
-            "wrk": wrk.strip(), "corral_git": git_info(("src", "pyproject.toml", "examples"))}
-        say(f"python {info[0]}, node {node}, pm2 {pm2_version}, corral {info[1]}, {wrk.strip()}")
+        self.install({"sched_autogroup_enabled": autogroup})
 
     def server_argv(self, server: str) -> list[str]:
         return {"corral": [self.corral, "start", "app.js", "-i", "2"],
@@ -336,8 +306,8 @@ class Bench(cluster_mode.Bench):
     def kill_run(self, manager: str, pm_id: int) -> dict[str, Any]:
         a = self.args
         port = PORTS[manager]
-        discarded: list[dict[str, Any]] = []
-        while True:
+
+        def once() -> dict[str, Any]:
             self.wait_online(manager)
             rows = {int(r["pm_id"]): int(r["pid"]) for r in self.jlist(manager)
                     if r["name"] == "app" and r.get("pid")}
@@ -362,14 +332,9 @@ class Bench(cluster_mode.Bench):
                   "killed_at_s": probe.killed_at, "answer_s": probe.answer_s,
                   "new_pid": probe.new_pid, "gone_s": probe.gone_s,
                   "probe_failures": probe.failures, "old_answers": probe.old_answers}
-            if r["other_cores"] <= a.max_other or len(discarded) >= a.retries:
-                if r["other_cores"] > a.max_other:
-                    self.note(f"kill {manager}: other jobs used {r['other_cores']:.2f} cores "
-                              f"during the run, kept after {len(discarded)} repeats")
-                r["discarded"] = discarded
-                return r
-            say(f"  kill {manager}: other jobs used {r['other_cores']:.2f} cores: run repeated")
-            discarded.append(r)
+            return r
+
+        return self.repeat_disturbed(f"kill {manager}", once, "text")
 
     def part_kill(self) -> None:
         a = self.args

@@ -45,6 +45,7 @@ from typing import Any
 
 from common import (
     CLK_TCK,
+    STAMP_APP_SOURCE,
     BenchError,
     ManagerBench,
     add_end_options,
@@ -58,49 +59,25 @@ from common import (
     install_pm2,
     kill_leftovers,
     kill_managers,
+    loadavg_span,
     machine_info,
     new_parser,
-    remove_tmp,
+    report_end,
     rss_mib,
     run_bench,
     run_cmd,
-    save_results,
     say,
     sched_cpu_seconds,
     stamped_pids,
     summary,
+    system_cpu,
     unmet_needs,
     venv_versions,
+    wait_gone,
 )
-
-# The app both managers run: it writes time.time() into a file named after its pid (then
-# renames it, so a reader never sees half of it), then sleeps.
-APP_SOURCE = '''\
-import os
-import time
-
-t = time.time()
-d = os.environ.get("BENCH_STAMP_DIR")
-if d:
-    path = os.path.join(d, str(os.getpid()))
-    with open(path + ".tmp", "w") as f:
-        f.write(repr(t))
-    os.rename(path + ".tmp", path)
-while True:
-    time.sleep(3600)
-'''
 
 SMALL = 10  # the apps of the small list, the reference of the goal
 MANAGERS = ("corral", "pm2")
-
-
-def system_busy() -> tuple[int, int]:
-    """(busy, total) ticks of the whole machine, from /proc/stat."""
-    with open("/proc/stat") as f:
-        values = [int(x) for x in f.readline().split()[1:9]]
-    user, nice, system, idle, iowait, irq, softirq, steal = values
-    busy = user + nice + system + irq + softirq + steal
-    return busy, busy + idle + iowait
 
 
 class Busy:
@@ -108,11 +85,11 @@ class Busy:
 
     def __init__(self) -> None:
         self.t0 = time.monotonic()
-        self.b0 = system_busy()[0]
+        self.b0 = system_cpu()[0]
 
     def cores(self) -> float:
         elapsed = time.monotonic() - self.t0
-        return (system_busy()[0] - self.b0) / CLK_TCK / elapsed if elapsed > 0 else 0.0
+        return (system_cpu()[0] - self.b0) / CLK_TCK / elapsed if elapsed > 0 else 0.0
 
 
 def fd_kind(target: str, home: str) -> str:
@@ -185,9 +162,6 @@ class Bench(ManagerBench):
                              f"{proc.stderr.decode(errors='replace')[-2000:]}")
         return elapsed
 
-    def cli(self, manager: str) -> str:
-        return self.corral if manager == "corral" else self.pm2
-
     def write_file(self, manager: str, size: str, count: int) -> str:
         """An ecosystem file of `count` apps (PM2's JSON, read by both)."""
         stamps = os.path.join(self.stamps, manager, size)
@@ -231,12 +205,8 @@ class Bench(ManagerBench):
             time.sleep(0.5)
 
     def wait_gone(self, pids: list[int], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while any(alive(p) and self.app in cmdline(p) for p in pids):
-            if time.monotonic() > deadline:
-                raise BenchError(f"app processes still alive {timeout:.0f} s after "
-                                 "`delete all`")
-            time.sleep(0.05)
+        if not wait_gone(pids, self.app, timeout, 0.05):
+            raise BenchError(f"app processes still alive {timeout:.0f} s after `delete all`")
 
     def bench_cli(self, manager: str, runs: int, warmups: int,
                   commands: tuple[str, ...] = ("list", "jlist")) -> dict[str, list[float]]:
@@ -296,7 +266,7 @@ class Bench(ManagerBench):
         say(f"temp folder {self.tmp}")
         os.makedirs(os.path.dirname(self.app))
         with open(self.app, "w") as f:
-            f.write(APP_SOURCE)
+            f.write(STAMP_APP_SOURCE)
         pm2_version = "-"
         if "pm2" in a.managers:
             pm2_version = install_pm2(self.run, self.pm2_prefix, a.pm2_version)
@@ -392,8 +362,7 @@ class Bench(ManagerBench):
             for size in ("small", "large"):
                 kill_managers([self.cli(manager)], self.env_of(manager, size), cwd=self.tmp)
         pids = set(self.daemon_pids.values()) | self.app_pids | stamped_pids(self.stamps)
-        self.results["leftover_pids_killed"] = kill_leftovers(pids, self.tmp)
-        remove_tmp(self.tmp, self.args.keep)
+        self.end_cleanup(pids)
 
 
 # ---- report ----------------------------------------------------------------------------------
@@ -506,22 +475,14 @@ def main() -> int:
     if unmet_needs("bench/scale.py", *needs):
         return 2
     results, failed = run_bench(Bench, args, "bench/scale.py", sys.argv[1:])
-    text = ""
-    if failed is None:
-        try:
-            text = report(results)
-        except Exception as exc:  # noqa: BLE001 - keep the raw results
-            failed = exc
-    status = save_results(results, failed, args.out, "scale")
-    if status is not None:
-        return status
-    mi = results["machine"]
-    print(f"\ncorral {mi['corral']} vs PM2 {mi['pm2']}; nproc {mi['nproc']}, python "
-          f"{mi['python']}, node {mi['node']}; whole run {results['wall_s']:.0f} s; load "
-          f"average at start {mi['loadavg_at_start'][0]:.2f}, at end "
-          f"{results['loadavg_at_end'][0]:.2f}")
-    print(text)
-    return 0
+    return report_end(results, failed, report, args.out, "scale", headline)
+
+
+def headline(r: dict[str, Any]) -> str:
+    mi = r["machine"]
+    return (f"\ncorral {mi['corral']} vs PM2 {mi['pm2']}; nproc {mi['nproc']}, python "
+            f"{mi['python']}, node {mi['node']}; whole run {r['wall_s']:.0f} s; "
+            f"{loadavg_span(r)}")
 
 
 if __name__ == "__main__":

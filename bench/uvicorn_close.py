@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -48,30 +47,30 @@ from typing import Any
 
 from common import (
     CLK_TCK,
-    REPO,
     BenchError,
+    ServerBench,
     add_end_options,
-    alive,
-    bench_env,
     cmdline,
     cpu_seconds,
     fmt,
     git_info,
     install_corral,
+    loadavg_span,
     machine_info,
     new_parser,
     remove_tmp,
+    report_end,
     run_bench,
-    run_cmd,
-    save_results,
+    running_in,
     say,
     summary,
+    system_cpu,
     unmet_needs,
     venv_versions,
+    wait_gone,
     wait_quiet,
 )
 
-APPS = os.path.join(REPO, "bench", "apps")
 BASE_PORT = 18650
 
 # TCP_NODELAY on every accepted TCP connection of asyncio (on) or on none (off)
@@ -92,14 +91,6 @@ def _set_nodelay(sock):
 
 _base_events._set_nodelay = _set_nodelay
 '''
-
-
-def system_cpu() -> tuple[int, int]:
-    """(busy, all) ticks of the whole machine, from /proc/stat."""
-    with open("/proc/stat") as f:
-        values = [int(x) for x in f.readline().split()[1:9]]
-    busy = values[0] + values[1] + values[2] + values[5] + values[6] + values[7]
-    return busy, busy + values[3] + values[4]
 
 
 def process_tree(pid: int) -> list[int]:
@@ -186,42 +177,26 @@ class Server:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
-        deadline = time.monotonic() + 5
-        while any(alive(p) and tmp in cmdline(p) for p in self.pids):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        for pid in self.pids:
-            if alive(pid) and tmp in cmdline(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        wait_gone(self.pids, tmp, 5, 0.05)
+        for pid in running_in(self.pids, tmp):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if self.proc.poll() is None:
             self.proc.wait(timeout=10)
         self.log.close()
 
 
-class Bench:
+class Bench(ServerBench):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.tmp = tempfile.mkdtemp(prefix="corral-bench-uvclose-")
-        self.venv = os.path.join(self.tmp, "venv")
-        self.python = os.path.join(self.venv, "bin", "python")
-        self.apps = os.path.join(self.tmp, "apps")
-        self.env = bench_env(["PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "PYTHONHOME",
-                              "CORRAL_CLUSTER_SCHED_POLICY", "WEB_CONCURRENCY"],
-                             PIP_DISABLE_PIP_VERSION_CHECK="1")
+        super().__init__(args, "corral-bench-uvclose-")
         self.servers: list[Server] = []
         self.results: dict[str, Any] = {"rounds": []}
 
-    def run(self, argv: list[str], *, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return run_cmd(argv, env=self.env, timeout=timeout)
-
     def setup(self) -> None:
         say(f"temp folder {self.tmp}")
-        shutil.copytree(APPS, self.apps, ignore=shutil.ignore_patterns("__pycache__"))
-        os.makedirs(os.path.join(self.tmp, "logs"))
+        self.prepare()
         say("python -m venv + pip install (corral non-editable, uvicorn) ...")
         install_corral(self.run, self.tmp, self.venv, [f"uvicorn{self.args.uvicorn}"])
         info = venv_versions(self.run, self.venv, "uvicorn", "h11")
@@ -401,21 +376,14 @@ def main() -> int:
     if unmet_needs("bench/uvicorn_close.py", "wrk"):
         return 2
     results, failed = run_bench(Bench, args, "bench/uvicorn_close.py", sys.argv[1:])
-    text = ""
-    if failed is None:
-        try:
-            text = report(results)
-        except Exception as exc:  # noqa: BLE001 - keep the raw results
-            failed = exc
-    status = save_results(results, failed, args.out, "uvicorn_close")
-    if status is not None:
-        return status
-    m = results["machine"]
-    print(f"\ncorral {m['corral']}, uvicorn {m['uvicorn']}, h11 {m['h11']}, {m['wrk']}; python "
-          f"{m['python']}; nproc {m['nproc']}; whole run {results['wall_s']:.0f} s; load average "
-          f"at start {m['loadavg_at_start'][0]:.2f}, at end {results['loadavg_at_end'][0]:.2f}")
-    print(text)
-    return 0
+    return report_end(results, failed, report, args.out, "uvicorn_close", headline)
+
+
+def headline(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    return (f"\ncorral {m['corral']}, uvicorn {m['uvicorn']}, h11 {m['h11']}, {m['wrk']}; "
+            f"python {m['python']}; nproc {m['nproc']}; whole run {r['wall_s']:.0f} s; "
+            f"{loadavg_span(r)}")
 
 
 if __name__ == "__main__":

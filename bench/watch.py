@@ -47,6 +47,7 @@ from typing import Any
 
 from common import (
     CLK_TCK,
+    STAMP_APP_SOURCE,
     BenchError,
     ManagerBench,
     alive,
@@ -57,17 +58,13 @@ from common import (
     git_info,
     install_corral,
     install_pm2,
-    kill_leftovers,
     kill_managers,
     machine_info,
     new_parser,
-    record_daemon_pids,
-    remove_tmp,
     rss_mib,
     run_bench,
     run_cmd,
     say,
-    sched_cpu_seconds,
     stamped_pids,
     status_field,
     summary,
@@ -77,23 +74,8 @@ from common import (
 
 MANAGERS = ("corral", "pm2")
 
-# The app both managers run, from the root of the watched tree. It records time.time()
-# at its very start in a file named after its pid, in a folder outside the tree
-# (written then renamed, so a reader never sees half of it), then sleeps forever.
-APP_SOURCE = '''\
-import os
-import time
-
-t = time.time()
-d = os.environ.get("BENCH_STAMP_DIR")
-if d:
-    path = os.path.join(d, str(os.getpid()))
-    with open(path + ".tmp", "w") as f:
-        f.write(repr(t))
-    os.rename(path + ".tmp", path)
-while True:
-    time.sleep(3600)
-'''
+# The app both managers run, from the root of the watched tree, is common.STAMP_APP_SOURCE
+# (its start stamps go to a folder outside the tree).
 
 
 # ---- /proc ---------------------------------------------------------------------------------
@@ -198,8 +180,7 @@ class Bench(ManagerBench):
             time.sleep(0.01)
 
     def jlist(self, manager: str) -> list[dict[str, Any]]:
-        exe = self.corral if manager == "corral" else self.pm2
-        return json.loads(self.run([exe, "jlist"]).stdout)
+        return json.loads(self.run([self.cli(manager), "jlist"]).stdout)
 
     def check_apps(self, expected: int) -> dict[str, Any]:
         """Every app online and watching, in both managers."""
@@ -250,7 +231,7 @@ class Bench(ManagerBench):
                     with open(os.path.join(folder, f"f{i:03d}.py"), "w") as f:
                         f.write(f"# file {d}/{i}\nVALUE = {d * per + i}\n")
             with open(os.path.join(tree, "app.py"), "w") as f:
-                f.write(APP_SOURCE)
+                f.write(STAMP_APP_SOURCE)
         n = sum(len(files) for _, _, files in os.walk(self.trees["corral"]))
         self.results["tree"] = {"folders": folders, "files_per_folder": per,
                                 "files_per_tree": n}
@@ -259,11 +240,7 @@ class Bench(ManagerBench):
     # -- daemons
 
     def start_daemons(self) -> None:
-        for exe in (self.corral, self.pm2):
-            self.run([exe, "ping"])
-        record_daemon_pids(self.daemon_pids, self.corral_home, self.pm2_home, self.tmp)
-        self.results["daemon_pids"] = dict(self.daemon_pids)
-        say(f"daemons up: {self.daemon_pids}")
+        self.start_daemons_pinged(self.corral_home, self.pm2_home)
 
     def daemon_facts(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -273,25 +250,6 @@ class Bench(ManagerBench):
                             "inotify_instances": instances, "inotify_watches": watches,
                             "rss_mib": rss_mib(pid), "cpu_s": cpu_seconds(pid)}
         return out
-
-    def sample_daemons(self, seconds: float, every: float) -> dict[str, dict[str, list[float]]]:
-        series: dict[str, dict[str, list[float]]] = {
-            m: {"t": [], "rss_mib": [], "cpu_s": [], "sched_cpu_s": []} for m in self.daemon_pids}
-        t0 = time.monotonic()
-        n = 0
-        while True:
-            now = time.monotonic() - t0
-            for manager, pid in self.daemon_pids.items():
-                if not alive(pid):
-                    raise BenchError(f"the {manager} daemon (pid {pid}) died")
-                series[manager]["t"].append(now)
-                series[manager]["rss_mib"].append(rss_mib(pid))
-                series[manager]["cpu_s"].append(cpu_seconds(pid))
-                series[manager]["sched_cpu_s"].append(sched_cpu_seconds(pid))
-            n += 1
-            if now >= seconds - 1e-6:
-                return series
-            time.sleep(max(0.0, t0 + n * every - time.monotonic()))
 
     # -- saves
 
@@ -342,7 +300,7 @@ class Bench(ManagerBench):
         a = self.args
         say("daemon RSS and CPU with 0 apps (10 s, extra)")
         time.sleep(2)
-        self.results["idle_0_apps"] = self.sample_daemons(10.0, 1.0)
+        self.results["idle_0_apps"] = self.sample_daemons(10.0, 1.0, check_alive=True)
         self.results["daemon_0_apps"] = self.daemon_facts()
 
         names = [f"w{i}" for i in range(a.apps)]
@@ -363,11 +321,12 @@ class Bench(ManagerBench):
         self.results["apps_check"] = self.check_apps(a.apps)
         say(f"all online and watching; settling {a.settle:.0f} s (longer while a daemon "
             "still uses > 2.5 % of a core)")
-        settle = self.sample_daemons(a.settle, 1.0)
+        settle = self.sample_daemons(a.settle, 1.0, check_alive=True)
         extra = 0
         while extra < 60 and any(s["cpu_s"][-1] - s["cpu_s"][-3] > 0.05
                                  for s in settle.values()):
-            more = self.sample_daemons(1.0, 1.0)  # two samples 1 s apart: keep the last
+            # two samples 1 s apart: keep the last
+            more = self.sample_daemons(1.0, 1.0, check_alive=True)
             for m in MANAGERS:
                 offset = settle[m]["t"][-1]
                 for key, values in more[m].items():
@@ -383,7 +342,7 @@ class Bench(ManagerBench):
 
         say(f"1. daemons idle with {a.apps} watched apps: CPU and RSS over {a.idle:.0f} s")
         threads0 = {m: thread_cpu(p) for m, p in self.daemon_pids.items()}
-        self.results["idle_watch"] = self.sample_daemons(a.idle, 1.0)
+        self.results["idle_watch"] = self.sample_daemons(a.idle, 1.0, check_alive=True)
         self.results["idle_watch_threads"] = {
             m: cpu_by_thread_name(threads0[m], thread_cpu(p)) for m, p in self.daemon_pids.items()}
         self.results["daemon_watch"] = self.daemon_facts()
@@ -426,7 +385,7 @@ class Bench(ManagerBench):
         self.results["single_check"] = self.check_apps(1)
         time.sleep(3)
         say("  daemons idle with 1 watched app: CPU over 10 s (extra)")
-        self.results["idle_1_app"] = self.sample_daemons(10.0, 1.0)
+        self.results["idle_1_app"] = self.sample_daemons(10.0, 1.0, check_alive=True)
 
         last_save = {m: 0.0 for m in MANAGERS}
         samples: dict[str, list[dict[str, Any]]] = {m: [] for m in MANAGERS}
@@ -475,8 +434,7 @@ class Bench(ManagerBench):
         say("cleanup: corral kill, pm2 kill, then any recorded pid left")
         kill_managers([self.corral, self.pm2], self.env)
         pids = set(self.daemon_pids.values()) | stamped_pids(self.stamps)
-        self.results["leftover_pids_killed"] = kill_leftovers(pids, self.tmp)
-        remove_tmp(self.tmp, self.args.keep)
+        self.end_cleanup(pids)
 
 
 # ---- machine info ----------------------------------------------------------------------------

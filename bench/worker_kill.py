@@ -8,7 +8,7 @@ node_app.js -i 2`) side by side in one run, HTTP hello world on 127.0.0.1, load 
 
 What one kill run does, for one manager (both clusters of 2 workers run the whole time):
   * `wrk -t2 -c32 -d5s -H "Connection: close" http://127.0.0.1:<port>/` with a Lua done()
-    hook that prints wrk's own counters as JSON (the hook of bench/cluster_mode.py);
+    hook that prints wrk's own counters as JSON (bench/wrkkit.py's, as in cluster_mode.py);
   * at t = 1.5 s (--kill-at), takes one worker (pm_id 0 or 1, alternating; its pid from the
     `jlist` read just before wrk started), freezes it with SIGSTOP (until all its threads
     are stopped, about 1 ms), counts the sockets it holds besides its idle ones (its
@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -60,41 +59,21 @@ import sys
 import time
 from typing import Any
 
-from cluster_mode import (
-    WRK_LUA,
-    descendants,
-    foreign_wrk,
-    ours_ticks,
-    port_free,
-    system_ticks,
-)
 from common import (
     CLK_TCK,
-    REPO,
     BenchError,
-    ManagerBench,
     add_end_options,
     add_quiet_options,
     alive,
-    bench_env,
     cmdline,
     finish,
-    git_info,
-    install_corral,
-    install_pm2,
-    kill_leftovers,
-    kill_managers,
-    machine_info,
     new_parser,
-    record_daemon_pids,
-    remove_tmp,
     run_bench,
-    run_cmd,
     say,
     unmet_needs,
-    venv_versions,
 )
 from common import fmt_values as fmt
+from wrkkit import HELLO_APPS, CpuSplit, PairBench, foreign_wrk, port_free, wrk_json
 
 # below the ephemeral range, away from bench/cluster.py (18110+) and cluster_mode.py (18310+)
 PORTS = {"corral": 18410, "pm2": 18411}
@@ -205,45 +184,20 @@ def wait_stopped(pid: int, limit: float) -> bool:
         time.sleep(0.0002)
 
 
-class Bench(ManagerBench):
+class Bench(PairBench):
+    JLIST_TIMEOUT = 30
+
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args, "corral-bench-wk-")
-        self.appdir = os.path.join(self.tmp, "app")
-        self.lua = os.path.join(self.tmp, "done.lua")
-        self.env = bench_env(["PYTHONDONTWRITEBYTECODE", "PYTHONPATH"],
-                             CORRAL_HOME=os.path.join(self.tmp, "corral_home"),
-                             PM2_HOME=os.path.join(self.tmp, "pm2_home"),
-                             PIP_DISABLE_PIP_VERSION_CHECK="1")
-        self.seen_pids: set[int] = set()
         self.idle_sockets: dict[int, set[str]] = {}  # worker pid -> its sockets when idle
-        self.results: dict[str, Any] = {"notes": []}
 
     # -- helpers
-
-    def run(self, argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 120,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run_cmd(argv, env=env or self.env, timeout=timeout, cwd=self.appdir, check=check,
-                       tail=3000)
-
-    def cli(self, manager: str) -> str:
-        return self.corral if manager == "corral" else self.pm2
-
-    def jlist(self, manager: str) -> list[dict[str, Any]]:
-        rows = json.loads(self.run([self.cli(manager), "jlist"], timeout=30).stdout)
-        for r in rows:
-            if r.get("pid"):
-                self.seen_pids.add(int(r["pid"]))
-        return rows
 
     @staticmethod
     def workers(rows: list[dict[str, Any]]) -> dict[int, tuple[int, str]]:
         """pm_id -> (pid, status) of the app's workers."""
         return {int(r["pm_id"]): (int(r.get("pid") or 0), r["pm2_env"]["status"])
                 for r in rows if r["name"] == "app"}
-
-    def note(self, text: str) -> None:
-        say(f"NOTE: {text}")
-        self.results["notes"].append(text)
 
     def start_argv(self, manager: str) -> list[str]:
         if manager == "corral":
@@ -253,33 +207,11 @@ class Bench(ManagerBench):
     # -- set-up
 
     def setup(self) -> None:
-        say(f"temp folder {self.tmp}")
-        os.makedirs(self.appdir)
-        shutil.copy(os.path.join(REPO, "examples", "app.py"), self.appdir)
-        shutil.copy(os.path.join(REPO, "bench", "apps", "node_app.js"), self.appdir)
-        with open(self.lua, "w") as f:
-            f.write(WRK_LUA)
+        self.prepare(HELLO_APPS)
         for name, text in (("poll_corral.py", CORRAL_POLLER), ("poll_pm2.js", PM2_POLLER)):
             with open(os.path.join(self.tmp, name), "w") as f:
                 f.write(text)
-        pm2_version = install_pm2(self.run, self.pm2_prefix, self.args.pm2_version)
-        say("python -m venv + pip install (non-editable) ...")
-        install_corral(self.run, self.tmp, self.venv)
-        info = venv_versions(self.run, self.venv)
-        node = self.run(["node", "--version"]).stdout.strip()
-        wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
-        self.results["machine"] = machine_info() | {
-            "python": info[0], "node": node, "pm2": pm2_version, "corral": info[1],
-            "wrk": wrk.strip(), "corral_git": git_info(("src", "pyproject.toml", "examples"))}
-        say(f"python {info[0]}, node {node}, pm2 {pm2_version}, corral {info[1]}, {wrk.strip()}")
-
-    def start_daemons(self) -> None:
-        for manager in MANAGERS:
-            self.run([self.cli(manager), "ping"])
-        record_daemon_pids(self.daemon_pids, self.env["CORRAL_HOME"], self.env["PM2_HOME"],
-                           self.tmp)
-        self.results["daemon_pids"] = dict(self.daemon_pids)
-        say(f"daemons up: {self.daemon_pids}")
+        self.install()
 
     def start_cluster(self, manager: str) -> None:
         port = PORTS[manager]
@@ -314,31 +246,6 @@ class Bench(ManagerBench):
             if pid and pid not in self.idle_sockets:
                 self.idle_sockets[pid] = socket_inodes(pid)
 
-    # -- a shared machine (as in bench/cluster_mode.py)
-
-    def other_cores_now(self, seconds: float = 1.0) -> float:
-        roots = [os.getpid(), *self.daemon_pids.values()]
-        ours0, (busy0, _) = ours_ticks(roots), system_ticks()
-        time.sleep(seconds)
-        ours1, (busy1, _) = ours_ticks(roots), system_ticks()
-        return ((busy1 - busy0) - (ours1 - ours0)) / CLK_TCK / seconds
-
-    def wait_quiet(self) -> None:
-        t0 = time.monotonic()
-        other = self.other_cores_now()
-        if other < self.args.max_other:
-            return
-        say(f"  waiting for a quiet machine (other jobs use {other:.2f} cores)")
-        while other >= self.args.max_other:
-            if time.monotonic() - t0 > self.args.quiet_timeout:
-                self.note(f"the machine was not quiet after {self.args.quiet_timeout:g} s "
-                          f"(other jobs {other:.2f} cores): measuring anyway")
-                break
-            other = self.other_cores_now()
-        waited = time.monotonic() - t0
-        say(f"  quiet after {waited:.0f} s")
-        self.results.setdefault("quiet_waits_s", []).append(waited)
-
     # -- one run
 
     def one_run(self, manager: str, kill_id: int | None, method: str = "cli") -> dict[str, Any]:
@@ -352,8 +259,7 @@ class Bench(ManagerBench):
         argv = ["wrk", "-t2", f"-c{a.connections}", f"-d{a.duration}s", "-s", self.lua,
                 "-H", "Connection: close", f"http://127.0.0.1:{port}/"]
         foreign = foreign_wrk()
-        roots = [os.getpid(), *self.daemon_pids.values()]
-        ours0, (busy0, _) = ours_ticks(roots), system_ticks()
+        split = CpuSplit([os.getpid(), *self.daemon_pids.values()])
         load0 = os.getloadavg()[0]
         r: dict[str, Any] = {"manager": manager, "method": method if kill_id is not None
                              else None, "wrk_argv": argv[:5] + argv[6:],
@@ -373,18 +279,15 @@ class Bench(ManagerBench):
                     p.wait()
             raise
         wall = time.perf_counter() - t0
-        ours1, (busy1, _) = ours_ticks(roots), system_ticks()
-        line = [ln for ln in out.splitlines() if ln.startswith("WRKJSON ")]
-        if proc.returncode != 0 or not line:
-            raise BenchError(f"wrk exited {proc.returncode}: {out[-1500:]}{err[-1500:]}")
-        w = json.loads(line[-1][len("WRKJSON "):])
+        ours_cores, other_cores, _ = split.cores(wall)
+        w = wrk_json(proc.returncode, out, err)
         r["wrk"] = w
         r["socket_errors"] = w["connect"] + w["read"] + w["write"] + w["timeout"]
         r["http_errors"] = w["status"]
         r["rps"] = w["requests"] / (w["duration_us"] / 1e6)
         r["wall_s"] = wall
-        r["ours_cores"] = (ours1 - ours0) / CLK_TCK / wall
-        r["other_cores"] = ((busy1 - busy0) - (ours1 - ours0)) / CLK_TCK / wall
+        r["ours_cores"] = ours_cores
+        r["other_cores"] = other_cores
         r["foreign_wrk"] = foreign
         r["wrk_text"] = out
         if foreign:
@@ -498,18 +401,13 @@ class Bench(ManagerBench):
 
     def measured(self, label: str, manager: str, kill_id: int | None,
                  method: str = "cli") -> dict[str, Any]:
-        discarded: list[dict[str, Any]] = []
-        while True:
+        """one_run() after a wait for a quiet machine, repeated as PairBench.repeat_disturbed
+        says."""
+        def once() -> dict[str, Any]:
             self.wait_quiet()
-            r = self.one_run(manager, kill_id, method)
-            if r["other_cores"] <= self.args.max_other or len(discarded) >= self.args.retries:
-                if r["other_cores"] > self.args.max_other:
-                    self.note(f"{label}: other jobs used {r['other_cores']:.2f} cores during "
-                              f"the run, kept after {len(discarded)} repeats")
-                r["discarded"] = discarded
-                return r
-            say(f"  {label}: other jobs used {r['other_cores']:.2f} cores: run repeated")
-            discarded.append({k: v for k, v in r.items() if k != "wrk_text"})
+            return self.one_run(manager, kill_id, method)
+
+        return self.repeat_disturbed(label, once, "wrk_text")
 
     # -- the whole run
 
@@ -564,12 +462,7 @@ class Bench(ManagerBench):
 
     def cleanup(self) -> None:
         say("cleanup: corral kill, pm2 kill, then any recorded pid left")
-        pids = set(self.seen_pids) | set(self.daemon_pids.values())
-        for pid in self.daemon_pids.values():
-            pids |= set(descendants(pid))
-        kill_managers([self.corral, self.pm2], self.env, cwd=None)
-        self.results["leftover_pids_killed"] = kill_leftovers(pids, self.tmp)
-        remove_tmp(self.tmp, self.args.keep)
+        self.kill_all()
 
 
 # ---- report ----------------------------------------------------------------------------------
