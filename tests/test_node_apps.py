@@ -278,3 +278,36 @@ def test_reload_of_a_graceful_node_app_under_keepalive_load(corral: Corral) -> N
     assert result["non2xx"] == 0
     assert result["errors"] <= 4, result  # 64 connections; ~170 without the graceful stop
     assert [r["pm2_env"]["restart_time"] for r in node_rows(corral, "g")] == [2, 2]
+
+
+BIG_APP = """
+const http = require('http');
+const big = Buffer.alloc(64 * 1024 * 1024, 'x');
+http.createServer((req, res) => {
+  if (req.url === '/big') { res.end(big); return; }
+  res.end('ok ' + process.pid);
+}).listen(Number(process.env.PORT), '127.0.0.1');
+"""
+
+
+def test_a_client_that_does_not_read_never_blocks_a_worker(corral: Corral) -> None:
+    """rr hands a Node worker its connection non-blocking, as Node's own primary does (the
+    worker never sets it): a client that asks for 64 MB and reads nothing must not stop
+    the worker from answering the next one."""
+    import socket
+
+    port = free_port()
+    app = corral.script("big.js", BIG_APP)
+    corral.run("start", str(app), "-i", "1", "--name", "big",
+               env=dict(corral.env, PORT=str(port)))
+    [row] = node_rows(corral, "big")
+    wait_for(lambda: get(port)[0] == 200, timeout=20, what="the worker answering")
+    stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert stalled.recv(100).startswith(b"HTTP/1.1 200")  # the worker is writing it
+        status, body = get(port, timeout=10)  # before the fix: timed out, worker stuck
+        assert status == 200 and pid_of(body) == row["pid"]
+    finally:
+        stalled.close()

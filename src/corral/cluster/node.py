@@ -699,6 +699,10 @@ class NodeWorkerChannel:
                 self._by_py_key[handle.key] = server
         with self._lock:
             self._newconns[seq] = (server, handle)
+        # non-blocking, as Node's primary accepts it (accept4 SOCK_NONBLOCK): the worker's
+        # libuv never sets it, and a blocking socket stalls the whole worker in a write to a
+        # client that does not read. The flag belongs to the connection, not to this copy.
+        fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
         line = server.newconn_head + b"%d}}\n" % seq
         try:
             if not self.raw.send_handle_now(line, fd):
