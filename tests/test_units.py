@@ -735,6 +735,33 @@ def test_table_rows_render_as_the_brief_rows(count: int) -> None:
             render.crash_notes(dicts, width)  # type: ignore[arg-type]
 
 
+def test_the_tables_inlined_formats_are_human_duration_and_human_bytes() -> None:
+    """table_cells() inlines human_duration() and human_bytes() (per row of 1,000 apps):
+    the same text for every magnitude and edge."""
+    import time as _time
+
+    from corral.client import render
+    from corral.model import states
+    from corral.model.describe import human_duration
+
+    now = _time.time() * 1000
+    ages = [-5000, 0, 999, 59_999, 60_000, 3_599_999, 3_600_000, 86_399_999, 86_400_000,
+            10 * 86_400_000]
+    sizes = [0, 1, 1023, 1024, 1536, 1048575, 1048576, 1073741823, 1073741824, 5 * 2**40]
+    for age in ages:
+        for size in sizes:
+            for status, health in ((states.ONLINE, states.UNHEALTHY), (states.ONLINE, None),
+                                   (states.STOPPED, states.UNHEALTHY)):
+                # 1 ms past each edge: the call's own clock would need a second to cross
+                # into the next unit
+                [cells] = render.table_cells([[3, "a", "default", "fork", 42, now - age - 1, 2,
+                                               status, health, 12.4, size, True]])
+                assert cells[5] == human_duration(age + 1), age
+                assert cells[9] == render.human_bytes(size), size
+                assert cells[7] == states.shown(status, health)
+                assert cells[8] == "12%" and cells[11] == "enabled"
+
+
 def test_table_columns_are_the_daemons() -> None:
     from corral.client import render
     from corral.daemon.rpc import TABLE_COLUMNS

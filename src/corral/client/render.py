@@ -56,27 +56,13 @@ def username() -> str:
 
 
 def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
-    now = time.time() * 1000
-    user = username()
-    out = []
-    for row in rows:
-        spec = row["spec"]
-        running = bool(row["pid"])
-        out.append([
-            str(row["pm_id"]),
-            spec["name"],
-            spec["namespace"],
-            spec["exec_mode"],
-            str(row["pid"]) if running else "0",
-            human_duration(now - row["pm_uptime"]) if running else "0",
-            str(row["restart_time"]),
-            states.shown(row["status"], row.get("health")),
-            f"{row['monit']['cpu']:.0f}%" if running else "0%",
-            human_bytes(row["monit"]["memory"]) if running else "0b",
-            user,
-            "enabled" if row.get("watching") else "disabled",
-        ])
-    return out
+    """The table's cells of full or brief rows (an older daemon's, the API's): the cells
+    of table_cells(), from the same values."""
+    return table_cells([[row["pm_id"], row["spec"]["name"], row["spec"]["namespace"],
+                         row["spec"]["exec_mode"], row["pid"], row["pm_uptime"],
+                         row["restart_time"], row["status"], row.get("health"),
+                         row["monit"]["cpu"], row["monit"]["memory"], row.get("watching")]
+                        for row in rows])
 
 
 # `list` with table: the daemon's rows are lists of these (daemon/rpc.py TABLE_COLUMNS)
@@ -86,9 +72,9 @@ TABLE_COLUMNS = ["pm_id", "name", "namespace", "exec_mode", "pid", "pm_uptime",
 
 
 def table_cells(rows: list[list[Any]]) -> list[list[str]]:
-    """table_rows() of the daemon's table rows (lists of TABLE_COLUMNS): the same cells,
-    with as little work a row as it takes (a `list` of 1,000 apps, BENCHMARKS.md):
-    human_duration() and human_bytes() inlined."""
+    """The table's cells of the daemon's table rows (lists of TABLE_COLUMNS), with as
+    little work a row as it takes (a `list` of 1,000 apps, BENCHMARKS.md):
+    human_duration() and human_bytes() inlined (tests/test_units.py holds them equal)."""
     now = time.time() * 1000
     user = username()
     out: list[list[str]] = []
@@ -97,7 +83,7 @@ def table_cells(rows: list[list[Any]]) -> list[list[str]]:
     for row in rows:
         (pm_id, name, namespace, mode, pid, uptime, restarts, status, health, cpu, memory,
          watching) = row[:12]
-        if health == unhealthy and status == online:
+        if health == unhealthy and status == online:  # states.shown(), inlined
             status = unhealthy
         if not pid:
             append([str(pm_id), name, namespace, mode, "0", "0", str(restarts), status, "0%",
