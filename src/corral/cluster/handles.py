@@ -22,6 +22,8 @@ import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
 
+from corral.cluster.ipc import close_quietly
+
 if TYPE_CHECKING:
     from corral.cluster.primary import Worker
 
@@ -59,13 +61,6 @@ def make_listener(family: int, address: Any, *, v6only: bool = False, reuseport:
         sock.close()
         raise
     return sock
-
-
-def _close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
 
 
 def sockname(sock: socket.socket) -> Any:
@@ -299,10 +294,10 @@ class RoundRobinHandle(Handle):
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM,
-                             errno.ECONNABORTED, errno.EPROTO):
-                if exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
-                    log.error("rr accept: %s; will retry", exc)
+            if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                return None  # the client left before it was accepted
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                log.error("rr accept: %s; will retry", exc)
                 return None
             raise
 
@@ -383,9 +378,9 @@ class RoundRobinHandle(Handle):
         with self.lock:
             self._stop_reading()
             for fd, _ in self.pending:
-                _close_quietly(fd)
+                close_quietly(fd)
             for _, fd, _ in self.outstanding.values():
-                _close_quietly(fd)
+                close_quietly(fd)
             self.pending.clear()
             self.outstanding.clear()
             self.sock.close()

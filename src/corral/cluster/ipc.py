@@ -20,6 +20,20 @@ from typing import Any
 PACKET = 60 * 1024
 MAX_FDS = 16
 _ANC = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+
+
+def rights(fds: list[int] | tuple[int, ...]) -> list[tuple[int, int, bytes]]:
+    """The ancillary data that passes `fds` with a sendmsg (SCM_RIGHTS)."""
+    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+
+
+def close_quietly(fd: int | None) -> None:
+    """Close an fd that may be gone already (None: nothing to close)."""
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 MORE, LAST = b"\x01", b"\x00"
 
 
@@ -59,8 +73,7 @@ class Channel:
                 for index, chunk in enumerate(chunks):
                     flag = LAST if index == len(chunks) - 1 else MORE
                     if index == 0 and fds:
-                        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                      array.array("i", fds).tobytes())]
+                        ancillary = rights(fds)
                         self.sock.sendmsg([flag, chunk], ancillary)
                     else:
                         self.sock.sendmsg([flag, chunk])

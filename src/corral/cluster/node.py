@@ -38,13 +38,12 @@ import os
 import re
 import selectors
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from corral.cluster.ipc import ChannelClosed
+from corral.cluster.ipc import ChannelClosed, close_quietly, rights
 
 log = logging.getLogger("corral.cluster")
 
@@ -62,7 +61,6 @@ MAX_FDS = 16
 _ANC = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
 _SEND_FLAGS = getattr(socket, "MSG_NOSIGNAL", 0)
 _RECV_FLAGS = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
-_INT_SIZE = array.array("i").itemsize
 _MSG_CTRUNC = getattr(socket, "MSG_CTRUNC", 0)
 _HANDLE_ACK_LINE = b'{"cmd":"NODE_HANDLE_ACK"}'  # as Node writes it
 # a worker's answer to a rr connection, as Node writes it: read without the JSON parser
@@ -108,14 +106,6 @@ def without_node_env(env: dict[str, str]) -> dict[str, str]:
 
 def _dup(fd: int) -> int:
     return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
-
-
-def _close(fd: int | None) -> None:
-    if fd is not None:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
 
 class _Out:
@@ -212,9 +202,7 @@ class NodeChannel:
             if self.closed or self._out or self._unacked is not None:
                 return False
             try:
-                sent = self.sock.sendmsg(
-                    [line], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                              fd.to_bytes(_INT_SIZE, sys.byteorder, signed=True))], _SEND_FLAGS)
+                sent = self.sock.sendmsg([line], rights((fd,)), _SEND_FLAGS)
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError as exc:
@@ -251,9 +239,7 @@ class NodeChannel:
                 item = self._out[0]
                 try:
                     if item.fd is not None:
-                        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                      array.array("i", [item.fd]).tobytes())]
-                        sent = self.sock.sendmsg([item.data], ancillary, _SEND_FLAGS)
+                        sent = self.sock.sendmsg([item.data], rights((item.fd,)), _SEND_FLAGS)
                     else:
                         sent = self.sock.send(item.data, _SEND_FLAGS)
                 except (BlockingIOError, InterruptedError):
@@ -295,7 +281,7 @@ class NodeChannel:
                 log.warning("node channel: a handle did not reach the peer after %d tries",
                             MAX_RETRANSMISSIONS + 1)
             if unacked.owned:
-                _close(unacked.fd)
+                close_quietly(unacked.fd)
             self._unacked = None
             if not self._held and not self._out:
                 return  # the usual case (a rr connection acknowledged): nothing to write
@@ -350,11 +336,6 @@ class NodeChannel:
         if self._eof or self.closed:
             raise ChannelClosed("end of stream")
         return []
-
-    @property
-    def has_input(self) -> bool:
-        """Messages already read and not yet returned (the socket may not wake for them)."""
-        return bool(self._inbox)
 
     def _wait(self, timeout: float | None) -> None:
         with selectors.DefaultSelector() as sel:
@@ -469,19 +450,19 @@ class NodeChannel:
             self.sock.close()
             if self._unacked is not None:
                 if self._unacked.owned:
-                    _close(self._unacked.fd)
+                    close_quietly(self._unacked.fd)
                 self._unacked = None
             for _, fd in self._held:
-                _close(fd)
+                close_quietly(fd)
             self._held.clear()
             self._out.clear()
             self._out_bytes = self._held_bytes = 0
         for fd in self._infds:
-            _close(fd)
+            close_quietly(fd)
         self._infds.clear()
         for _, fds in self._inbox:
             for fd in fds:
-                _close(fd)
+                close_quietly(fd)
         self._inbox.clear()
 
     # ---- asyncio -------------------------------------------------------------
@@ -628,10 +609,6 @@ class NodeWorkerChannel:
     def fileno(self) -> int:
         return self.raw.fileno()
 
-    @property
-    def has_input(self) -> bool:
-        return self.raw.has_input
-
     def flush(self) -> None:
         self.raw.flush()
 
@@ -721,7 +698,7 @@ class NodeWorkerChannel:
                 out.append(({"user": message}, fds))
                 continue
             for fd in fds:
-                _close(fd)
+                close_quietly(fd)
             translated = self._translate(message)
             if translated is not None:
                 out.append((translated, []))
@@ -738,7 +715,7 @@ class NodeWorkerChannel:
             if not is_internal(message):
                 return {"user": message}, fds
             for fd in fds:  # Node's cluster messages carry none to the primary
-                _close(fd)
+                close_quietly(fd)
             translated = self._translate(message)
             if translated is not None:
                 return translated, []

@@ -430,42 +430,28 @@ class Primary(EventEmitter):
 
     def _on_readable(self, worker: Worker) -> None:
         channel = worker.channel
-        if isinstance(channel, NodeWorkerChannel):
-            # one read per wake-up (the selector wakes again while more is waiting)
-            try:
-                received_all = channel.recv_ready()
-            except ChannelClosed:
-                self.io.remove_reader(channel.sock)
-                self._disconnected(worker)
-                return
-            for message, fds in received_all:
-                handle = message.get("handle")
-                if handle is not None:  # a rr connection acknowledged: the hot path
-                    handle.on_ack(worker, message["seq"], message["accepted"])
-                    continue
-                try:
-                    self._dispatch(worker, message, fds)
-                except Exception:  # noqa: BLE001
-                    log.exception("worker %d: message %r failed", worker.id,
-                                  message.get("act"))
-            return
-        for _ in range(64):
-            try:
-                received = worker.channel.recv(block=False)
-            except ChannelClosed:
-                self.io.remove_reader(worker.channel.sock)
-                self._disconnected(worker)
-                return
-            if received is None:
-                return
-            message, fds = received
+        received: list[tuple[dict[str, Any], list[int]]] = []
+        closed = False
+        try:
+            if isinstance(channel, NodeWorkerChannel):
+                # one read per wake-up (the selector wakes again while more is waiting)
+                received = channel.recv_ready()
+            else:
+                while len(received) < 64:
+                    one = channel.recv(block=False)
+                    if one is None:
+                        break
+                    received.append(one)
+        except ChannelClosed:
+            closed = True  # what came before the end is dispatched first
+        for message, fds in received:
             try:
                 self._dispatch(worker, message, fds)
             except Exception:  # noqa: BLE001
                 log.exception("worker %d: message %r failed", worker.id, message.get("act"))
-        if getattr(worker.channel, "has_input", False):
-            # a Node channel reads many messages at once: the socket will not wake for these
-            self.io.call_soon(self._on_readable, worker)
+        if closed:
+            self.io.remove_reader(channel.sock)
+            self._disconnected(worker)
 
     def _dispatch(self, worker: Worker, message: dict[str, Any], fds: list[int]) -> None:
         if "user" in message:
