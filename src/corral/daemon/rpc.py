@@ -17,7 +17,7 @@ from corral.daemon.web.events import last_line
 from corral.model.apps import is_node_app
 from corral.model.errors import CorralError
 from corral.model.names import default_policy
-from corral.model.spec import AppSpec
+from corral.model.spec import AppSpec, InstanceRecord
 from corral.model.targets import Entry, select
 from corral.model.validate import (
     MAX_INSTANCES,
@@ -81,10 +81,24 @@ class Rpc:
     def reopen_logs(self) -> int:
         raise NotImplementedError  # the Daemon's
 
-    def view(self, with_env: bool = False, brief: bool = False) -> list[dict[str, Any]]:
+    def _sampled(self) -> tuple[list[Instance], dict[int, tuple[float, int]]]:
+        """The instances by id, and the cpu and memory of each running one's tree."""
         instances = sorted(self.supervisor.instances.values(), key=lambda i: i.record.pm_id)
         roots = {i.record.pid: i.record.pid_create_time for i in instances if i.record.pid}
-        sampled = self.metrics.collect(roots)
+        return instances, self.metrics.collect(roots)
+
+    @staticmethod
+    def _last_error_line(rec: InstanceRecord, now_ms: float) -> str | None:
+        """In a crash loop (short runs, the last one recent) or at its end in `errored`:
+        the app's last error line, for list and describe."""
+        if rec.status == "errored" or rec.unstable_restarts and (
+                rec.status != "online" or now_ms - rec.pm_uptime < rec.spec.min_uptime_ms + 5000):
+            return last_line(rec.err_log_path)
+        return None
+
+    def view(self, with_env: bool = False, brief: bool = False) -> list[dict[str, Any]]:
+        instances, sampled = self._sampled()
+        now_ms = time.time() * 1000
         rows = []
         for inst in instances:
             data = inst.record.to_dict(BRIEF_SPEC_KEYS if brief else None)
@@ -103,14 +117,7 @@ class Rpc:
             if is_node_app(inst.record.spec):
                 values["NODE_APP_INSTANCE"] = str(inst.record.instance_index)
             data["instance_values"] = values  # no secrets: shown even without --env
-            # a crash loop (short runs, the last one recent), or its end in `errored`: the
-            # app's last error line, for list and describe
-            rec = inst.record
-            looping = rec.unstable_restarts and (
-                rec.status != "online"
-                or time.time() * 1000 - rec.pm_uptime < rec.spec.min_uptime_ms + 5000)
-            data["last_error_line"] = last_line(rec.err_log_path) if (
-                looping or rec.status == "errored") else None
+            data["last_error_line"] = self._last_error_line(inst.record, now_ms)
             rows.append(data)
         return rows
 
@@ -120,9 +127,7 @@ class Rpc:
         without its round trip)."""
         from corral.store import dump
 
-        instances = sorted(self.supervisor.instances.values(), key=lambda i: i.record.pm_id)
-        roots = {i.record.pid: i.record.pid_create_time for i in instances if i.record.pid}
-        sampled = self.metrics.collect(roots)
+        instances, sampled = self._sampled()
         watching = self.supervisor.triggers.watching
         now_ms = time.time() * 1000
         rows = []
@@ -130,11 +135,7 @@ class Rpc:
             rec = inst.record
             spec = rec.spec
             cpu, memory = sampled.get(rec.pid, (0.0, 0)) if rec.pid else (0.0, 0)
-            line = None
-            if rec.status == "errored" or rec.unstable_restarts and (
-                    rec.status != "online"
-                    or now_ms - rec.pm_uptime < spec.min_uptime_ms + 5000):
-                line = last_line(rec.err_log_path)  # a crash loop, as in view()
+            line = self._last_error_line(rec, now_ms)
             rows.append([rec.pm_id, spec.name, spec.namespace, spec.exec_mode, rec.pid,
                          rec.pm_uptime, rec.restart_time, rec.status, rec.health, cpu, memory,
                          watching(spec.name), line, rec.reason if line else None])
